@@ -1,0 +1,98 @@
+"""The one interface every pipeline (echo, cascade, fused) plugs in behind.
+
+A :class:`Pipeline` holds shared weights and is created once per server. Each
+websocket session opens its own :class:`PipelineSession`, a small stateful
+object that sees the input audio as it arrives and produces replies.
+
+Model work never runs on the event loop: pipelines submit it to the
+:class:`server.worker.InferenceWorker` they were given.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from server.worker import InferenceWorker
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One user turn handed to :meth:`PipelineSession.respond`.
+
+    ``audio`` is float32 at 16 kHz: the utterance with its prefix padding
+    (empty for text input). ``text`` is set for text input.
+    """
+
+    response_id: int
+    audio: np.ndarray = field(repr=False)
+    text: str | None = None
+    reason: str = "silence"
+
+
+@dataclass(frozen=True)
+class ReplyText:
+    """A piece of transcript: the assistant's reply, or the user's recognized words."""
+
+    delta: str
+    role: str = "assistant"
+
+
+@dataclass(frozen=True)
+class ReplyAudio:
+    """Reply audio, float32 mono at ``sample_rate``."""
+
+    pcm: np.ndarray = field(repr=False)
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """A stage duration in ms, measured on the server's clock (see LATENCY.md)."""
+
+    name: str
+    ms: float
+
+
+ReplyEvent = ReplyText | ReplyAudio | StageTiming
+
+
+class PipelineSession(ABC):
+    """Per-session pipeline state. All methods are called from the event loop."""
+
+    async def on_audio(self, pcm16k: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """Every chunk of 16 kHz input audio, as it arrives (for streaming models)."""
+
+    def end_of_turn_probability(self) -> float | None:
+        """The model's belief that the user has finished (None: no learned end of turn)."""
+        return None
+
+    @abstractmethod
+    def respond(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
+        """Yield the reply. Cancelling the consuming task stops it."""
+
+    def truncate(self, played_ms: float) -> None:  # noqa: B027 - optional hook
+        """Barge-in: keep only the first ``played_ms`` of the last reply in context."""
+
+    def reset_turn(self) -> None:  # noqa: B027 - optional hook
+        """Forget the current user turn's input (``input.clear``)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release per-session resources."""
+
+
+class Pipeline(ABC):
+    """Shared, loaded-once part of a pipeline."""
+
+    name: str = ""
+    description: str = ""
+    default_turn_mode: str = "vad"
+
+    @abstractmethod
+    def open_session(self, worker: InferenceWorker) -> PipelineSession: ...
+
+    def warmup(self) -> None:  # noqa: B027 - optional hook
+        """Run once at startup, in the worker, so the first turn is not slow."""

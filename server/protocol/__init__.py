@@ -1,0 +1,1 @@
+"""Wire protocols: pure translators between messages and ``server.events``."""

@@ -1,0 +1,51 @@
+"""Signal-level refinement of VAD speech boundaries.
+
+Silero's probability stays high for one to four 32 ms windows after speech
+energy has gone, so a VAD-only speech end is late by up to ~120 ms. Once the
+turn has ended we also hold the silence that followed it, so the boundary can
+be moved to the last 10 ms window that is clearly louder than that silence
+(and than -40 dBFS, the level LATENCY.md uses for ground truth).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_DBFS = -40.0
+
+
+def window_levels_db(audio: np.ndarray, win: int) -> np.ndarray:
+    n = len(audio) // win
+    if n == 0:
+        return np.zeros(0)
+    frames = audio[: n * win].astype(np.float64).reshape(n, win)
+    return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+
+
+def refine_speech_end(
+    audio: np.ndarray,
+    coarse_end: int,
+    rate: int,
+    *,
+    search_s: float = 0.25,
+    margin_db: float = 10.0,
+    min_dbfs: float = MIN_DBFS,
+) -> int:
+    """Move a VAD speech end (sample index into ``audio``) back to where the level drops.
+
+    The noise floor is the 20th percentile of 10 ms levels after
+    ``coarse_end``; the new end is the end of the last window within
+    ``search_s`` before ``coarse_end`` above ``max(min_dbfs, floor + margin_db)``.
+    Returns ``coarse_end`` unchanged when nothing qualifies.
+    """
+    win = max(1, rate // 100)
+    lo = max(0, coarse_end - int(search_s * rate))
+    lo -= lo % win
+    tail = window_levels_db(audio[coarse_end:], win)
+    floor = float(np.percentile(tail, 20)) if len(tail) else -120.0
+    threshold = max(min_dbfs, floor + margin_db)
+    levels = window_levels_db(audio[lo:coarse_end], win)
+    loud = np.flatnonzero(levels > threshold)
+    if len(loud) == 0:
+        return coarse_end
+    return lo + int(loud[-1] + 1) * win
