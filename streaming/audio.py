@@ -62,7 +62,11 @@ class UnsupportedRate(ValueError):
 
 def check_rate(rate: int) -> int:
     """Return ``rate`` if it is one of :data:`SUPPORTED_RATES`, else raise :class:`UnsupportedRate`."""
-    if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or rate not in SUPPORTED_RATES:
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, int | np.integer)
+        or rate not in SUPPORTED_RATES
+    ):
         raise UnsupportedRate(f"unsupported sample rate {rate!r}; supported: {SUPPORTED_RATES}")
     return int(rate)
 

@@ -158,8 +158,9 @@ class Pacer:
             return self._queued
         return 0
 
-    def _budget(self) -> float:
-        return self._played + self.lead_samples - self._sent + _EPS
+    def _room(self) -> float:
+        """Samples that may go out now without exceeding the lead."""
+        return self._played + self.lead_samples - self._sent
 
     def due(self, now: float) -> list[np.ndarray]:
         """Return the chunks that may be sent at ``now`` (possibly none), in order.
@@ -171,7 +172,7 @@ class Pacer:
         out: list[np.ndarray] = []
         while True:
             size = self._next_size()
-            if size == 0 or size > self._budget():
+            if size == 0 or size > self._room() + _EPS:
                 return out
             out.append(self._take(size))
             self._sent += size
@@ -183,8 +184,8 @@ class Pacer:
         size = self._next_size()
         if size == 0:
             return None
-        deficit = size - self._budget()
-        if deficit <= 0:
+        deficit = size - self._room()  # due() tolerates _EPS, so waking here always sends
+        if deficit <= _EPS:
             return now
         # deficit <= sent - played (lead >= chunk), so playout alone will make room.
         return now + deficit / self.sample_rate

@@ -48,7 +48,16 @@ class RingBufferFull(Exception):
 class RingBuffer:
     """Preallocated FIFO of samples with an explicit overflow policy (see module docs)."""
 
-    __slots__ = ("_buf", "_capacity", "_start", "_len", "_overflow", "_written", "_read", "_dropped")
+    __slots__ = (
+        "_buf",
+        "_capacity",
+        "_start",
+        "_len",
+        "_overflow",
+        "_written",
+        "_read",
+        "_dropped",
+    )
 
     def __init__(
         self,
@@ -60,7 +69,9 @@ class RingBuffer:
         if not isinstance(capacity, int | np.integer) or capacity <= 0:
             raise ValueError(f"capacity must be a positive int, got {capacity!r}")
         if overflow not in get_args(OverflowPolicy):
-            raise ValueError(f"overflow must be one of {get_args(OverflowPolicy)}, got {overflow!r}")
+            raise ValueError(
+                f"overflow must be one of {get_args(OverflowPolicy)}, got {overflow!r}"
+            )
         self._capacity = int(capacity)
         self._buf: np.ndarray[Any, Any] = np.zeros(self._capacity, dtype=dtype)
         self._overflow: OverflowPolicy = overflow

@@ -67,6 +67,8 @@ class EndpointConfig:
     responding before it interrupts; a shorter sound ("mm-hm", a cough) is
     ignored. ``prefix_padding_s`` is how much audio before the speech start a
     consumer (ASR, echo) should keep; see :meth:`Endpointer.padded_start`.
+    ``eot_threshold`` and ``min_silence_s`` (capped at ``stop_s``) govern the
+    external end-of-turn signal described in the module docs.
     """
 
     start_s: float = 0.064
@@ -100,10 +102,6 @@ class EndpointConfig:
             raise ValueError(f"neg_threshold must be in (0, threshold], got {neg!r}")
         if not (0.0 < self.eot_threshold <= 1.0):
             raise ValueError(f"eot_threshold must be in (0, 1], got {self.eot_threshold!r}")
-        if self.min_silence_s > self.stop_s:
-            raise ValueError(
-                f"min_silence_s ({self.min_silence_s}) must not exceed stop_s ({self.stop_s})"
-            )
         if self.max_turn_s <= self.start_s:
             raise ValueError(f"max_turn_s ({self.max_turn_s}) must exceed start_s ({self.start_s})")
         return self
@@ -123,7 +121,7 @@ class EndpointConfig:
             max_turn=n(self.max_turn_s),
             barge_in=n(self.barge_in_s),
             prefix_padding=n(self.prefix_padding_s, 0),
-            min_silence=n(self.min_silence_s),
+            min_silence=min(n(self.min_silence_s), n(self.stop_s)),
             threshold=self.threshold,
             neg_threshold=self.effective_neg_threshold,
             eot_threshold=self.eot_threshold,
@@ -263,7 +261,10 @@ class Endpointer:
                     self._end(events, "external")
                 elif self._silence_len >= f.stop:
                     self._end(events, "silence")
-            if self._phase is TurnPhase.USER_SPEAKING and self._frame - self._turn_start >= f.max_turn:
+            if (
+                self._phase is TurnPhase.USER_SPEAKING
+                and self._frame - self._turn_start >= f.max_turn
+            ):
                 self._end(events, "max_turn")
         else:
             responding = self._phase is TurnPhase.RESPONDING

@@ -186,7 +186,9 @@ class SileroVad:
             raise VadShapeError(
                 f"window must be a ({WINDOW},) array, got {getattr(window, 'shape', type(window))}"
             )
-        return float(self.process_batch([state], window.reshape(1, WINDOW), sample_rate=sample_rate)[0])
+        return float(
+            self.process_batch([state], window.reshape(1, WINDOW), sample_rate=sample_rate)[0]
+        )
 
 
 class VadStream:

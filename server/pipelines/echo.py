@@ -1,6 +1,7 @@
 """The ``echo`` pipeline: a loopback check of microphone, speaker and audio path.
 
-After the endpoint it plays the user's own utterance back. No model runs,
+After the endpoint it plays the user's own utterance back; text input is
+echoed as transcript. No model runs,
 so it isolates transport, resampling, pacing and barge-in from inference.
 """
 
@@ -15,7 +16,7 @@ from server.pipelines.base import (
     PipelineSession,
     ReplyAudio,
     ReplyEvent,
-    StageTiming,
+    ReplyText,
     Turn,
 )
 from server.worker import InferenceWorker
@@ -25,7 +26,9 @@ CHUNK = 1600  # 100 ms at 16 kHz
 
 class EchoSession(PipelineSession):
     async def respond(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
-        yield StageTiming("first_audio_ms", 0.0)
+        if turn.text is not None:
+            yield ReplyText(turn.text)
+            return
         audio = turn.audio.astype(np.float32, copy=False)
         for i in range(0, len(audio), CHUNK):
             yield ReplyAudio(audio[i : i + CHUNK], 16000)

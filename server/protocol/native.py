@@ -40,6 +40,17 @@ def unpack_audio(message: bytes) -> tuple[int, int, bytes]:
     return rid, offset, message[AUDIO_HEADER.size :]
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not valid JSON")
+
+
 class NativeProtocol:
     """Translate native-protocol messages to internal events and back."""
 
@@ -51,8 +62,8 @@ class NativeProtocol:
                 return ev.Error(ErrorCode.INVALID_AUDIO, "binary audio must be whole PCM16 samples (even length)")
             return ev.AudioIn(message)
         try:
-            data = json.loads(message)
-        except (json.JSONDecodeError, RecursionError) as e:
+            data = json.loads(message, parse_float=_finite_float, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as e:
             return ev.Error(ErrorCode.INVALID_JSON, f"message is not valid JSON: {e}")
         if not isinstance(data, dict):
             return ev.Error(ErrorCode.INVALID_EVENT, "an event must be a JSON object")

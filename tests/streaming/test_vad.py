@@ -27,8 +27,6 @@ from streaming.vad import (
     default_model_path,
 )
 
-ASSETS = Path(sys.prefix) / "lib" / "python3.11" / "site-packages" / "moonshine_voice" / "assets"
-
 
 @pytest.fixture(scope="module")
 def vad() -> SileroVad:
@@ -112,7 +110,9 @@ def test_model_file_is_found() -> None:
     assert default_model_path().name == "silero_vad.onnx"
 
 
-def test_matches_package_reference(vad: SileroVad, beckett: np.ndarray, reference_probs: object) -> None:
+def test_matches_package_reference(
+    vad: SileroVad, beckett: np.ndarray, reference_probs: object
+) -> None:
     ours = _probs(vad, beckett)
     ref = reference_probs.audio_forward(beckett)  # type: ignore[attr-defined]
     # the reference zero-pads a final partial window; we wait for it to fill
@@ -120,7 +120,9 @@ def test_matches_package_reference(vad: SileroVad, beckett: np.ndarray, referenc
     np.testing.assert_allclose(ours, ref[: len(ours)], atol=1e-4)
 
 
-def test_batched_equals_sequential(vad: SileroVad, beckett: np.ndarray, espeak_speech: np.ndarray) -> None:
+def test_batched_equals_sequential(
+    vad: SileroVad, beckett: np.ndarray, espeak_speech: np.ndarray
+) -> None:
     rng = np.random.default_rng(1)
     audios = [
         beckett[: SAMPLE_RATE * 3],
@@ -161,13 +163,17 @@ def test_batched_equals_sequential(vad: SileroVad, beckett: np.ndarray, espeak_s
     assert not np.allclose(sequential[0][:20], sequential[2][:20], atol=0.05)
 
 
-def test_stream_output_does_not_depend_on_push_size(vad: SileroVad, espeak_speech: np.ndarray) -> None:
+def test_stream_output_does_not_depend_on_push_size(
+    vad: SileroVad, espeak_speech: np.ndarray
+) -> None:
     whole = _probs(vad, espeak_speech)
     for chunk in (160, 333, 1024):
         np.testing.assert_allclose(_probs(vad, espeak_speech, chunk), whole, atol=1e-6)
 
 
-def test_espeak_speech_is_speech_and_silence_is_not(vad: SileroVad, espeak_speech: np.ndarray) -> None:
+def test_espeak_speech_is_speech_and_silence_is_not(
+    vad: SileroVad, espeak_speech: np.ndarray
+) -> None:
     lead = np.zeros(SAMPLE_RATE // 2, np.float32)  # 0.5 s = 15.6 windows
     x = np.concatenate([lead, espeak_speech, lead])
     probs = _probs(vad, x)
@@ -198,7 +204,7 @@ def test_human_recording_mean_probability_over_speech(vad: SileroVad, beckett: n
 
 def test_state_reset_reproduces_results(vad: SileroVad, espeak_speech: np.ndarray) -> None:
     stream = VadStream(vad)
-    x = espeak_speech[: SAMPLE_RATE]
+    x = espeak_speech[:SAMPLE_RATE]
     stream.push(x)
     first = stream.process_pending()
     stream.push(x)
