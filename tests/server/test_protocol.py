@@ -53,7 +53,7 @@ def test_binary_audio_and_odd_length() -> None:
         ('{"type": "session.update", "session": {"input_sample_rate": 12345}}', "invalid_event"),
         ('{"type": "session.update", "session": {"bogus": 1}}', "invalid_event"),
         ('{"type": "playback.position", "response_id": -1, "played_ms": 3}', "invalid_event"),
-        ('{"type": "playback.position", "response_id": 1, "played_ms": 1e400}', "invalid_event"),
+        ('{"type": "playback.position", "response_id": 1, "played_ms": 1e400}', "invalid_json"),
         ("[" * 100000, "invalid_json"),
     ],
 )
