@@ -139,7 +139,8 @@ class Loudspeaker:
         p = self.current
         return p is not None and not p.ended and now >= p.start_at and p.dry_since is None
 
-    def _end(self, p: Playout, at: float, reason: str) -> None:
-        p.silent_at = at
+    @staticmethod
+    def _end(p: Playout, at: float, reason: str) -> None:
+        # An underrun in progress when the reply ends means it fell silent back then.
+        p.silent_at = p.dry_since if p.dry_since is not None else at
         p.end_reason = reason
-        p.dry_since = None if reason != "drained" else p.dry_since
