@@ -1,0 +1,91 @@
+"""One reply's audio as the client received it, and where it first becomes audible.
+
+:class:`ReplyStream` keeps each reply-audio message with its receive time,
+placed by the header's ``sample_offset``. :meth:`ReplyStream.onset` finds
+``t_first_reply_audio`` as ../shared/LATENCY.md defines it: the receive time
+of the reply audio that begins a stretch of at least 100 ms whose RMS exceeds
+-35 dBFS, so a click, a breath or silent padding before the reply does not
+count. Sans-I/O: the client feeds it, tests can too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ONSET_WINDOW_S = 0.100
+ONSET_LEVEL_DBFS = -35.0
+ONSET_HOP_S = 0.010
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    offset: int  # first sample's position within the response
+    pcm: np.ndarray = field(repr=False)  # float32 mono
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Onset:
+    sample: int  # where the loud stretch begins, within the response
+    received_at: float  # receive time of the message holding that sample
+
+
+class ReplyStream:
+    """Reply audio of one response. ``add`` each message, then read ``audio()`` / ``onset()``."""
+
+    def __init__(self, response_id: int, sample_rate: int) -> None:
+        self.response_id = response_id
+        self.sample_rate = sample_rate
+        self.chunks: list[AudioChunk] = []
+
+    def add(self, offset: int, pcm: np.ndarray, received_at: float) -> None:
+        self.chunks.append(AudioChunk(offset, pcm, received_at))
+
+    @property
+    def samples(self) -> int:
+        """One past the last sample received."""
+        return max((c.offset + len(c.pcm) for c in self.chunks), default=0)
+
+    @property
+    def first_audio_at(self) -> float | None:
+        return self.chunks[0].received_at if self.chunks else None
+
+    def audio(self) -> np.ndarray:
+        """The reply as float32, each message at its offset (gaps are silence)."""
+        out = np.zeros(self.samples, np.float32)
+        for c in self.chunks:
+            out[c.offset : c.offset + len(c.pcm)] = c.pcm
+        return out
+
+    def received_at(self, sample: int) -> float | None:
+        """Receive time of the message holding ``sample`` (or, in a gap, the next one)."""
+        later = [c for c in self.chunks if c.offset + len(c.pcm) > sample]
+        if not later:
+            return None
+        return min(later, key=lambda c: (max(c.offset - sample, 0), c.received_at)).received_at
+
+    def onset(
+        self,
+        *,
+        window_s: float = ONSET_WINDOW_S,
+        level_dbfs: float = ONSET_LEVEL_DBFS,
+        hop_s: float = ONSET_HOP_S,
+    ) -> Onset | None:
+        """First position (``hop_s`` steps) that begins ``window_s`` of audio above ``level_dbfs`` RMS."""
+        x = self.audio().astype(np.float64)
+        n = max(1, round(window_s * self.sample_rate))
+        hop = max(1, round(hop_s * self.sample_rate))
+        if len(x) < n:
+            return None
+        cs = np.concatenate([[0.0], np.cumsum(x * x)])
+        starts = np.arange(0, len(x) - n + 1, hop)
+        mean_sq = (cs[starts + n] - cs[starts]) / n
+        loud = np.flatnonzero(mean_sq > 10.0 ** (level_dbfs / 10.0))
+        if len(loud) == 0:
+            return None
+        sample = int(starts[loud[0]])
+        t = self.received_at(sample)
+        assert t is not None, "a loud stretch lies inside received audio"
+        return Onset(sample, t)
