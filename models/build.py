@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 
 # Each entry: module path exposing ``build(quiet: bool) -> None``.
-STEPS: list[str] = []
+STEPS: list[str] = ["models.asr"]
 
 
 def main(argv: list[str] | None = None) -> int:

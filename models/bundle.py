@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def _entries(root: Path, manifest: dict[str, Any], key: str, verify: bool) -> di
 
 
 def load_manifest(
-    root: str | Path, *, kind: str | None = None, verify: bool = True
+    root: str | os.PathLike[str], *, kind: str | None = None, verify: bool = True
 ) -> Bundle:
     """Read and validate ``root/manifest.json``.
 

@@ -362,6 +362,9 @@ class Session:
             case tt.SpeechStarted():
                 self._turn_start = self._sample_of(tev.frame)
                 self.emit(ev.SpeechStarted(self._turn_start * 1000 / SAMPLE_RATE))
+                pad = int(self.settings.turn["prefix_padding_ms"] * SAMPLE_RATE / 1000)
+                assert self._pipe is not None
+                await self._pipe.on_speech_start(self._slice_capture(self._turn_start - pad, self.samples_in))
             case tt.BargeIn():
                 r = self.response
                 if r is not None and self.settings.turn["interrupt_response"]:

@@ -63,6 +63,9 @@ ReplyEvent = ReplyText | ReplyAudio | StageTiming
 class PipelineSession(ABC):
     """Per-session pipeline state. All methods are called from the event loop."""
 
+    async def on_speech_start(self, audio16k: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """The VAD heard the user start: the turn's audio so far, prefix padding included."""
+
     async def on_audio(self, pcm16k: np.ndarray) -> None:  # noqa: B027 - optional hook
         """Every chunk of 16 kHz input audio, as it arrives (for streaming models)."""
 

@@ -14,6 +14,7 @@ from server.pipelines.base import Pipeline
 # or raises (FileNotFoundError, BundleError, ImportError...) when it cannot load.
 FACTORIES: dict[str, str] = {
     "echo": "server.pipelines.echo:EchoPipeline",
+    "cascade": "server.pipelines.cascade:CascadePipeline",
 }
 
 
