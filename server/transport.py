@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -49,10 +50,19 @@ CLOSE_OVERLOADED = 1013
 
 
 class WireProtocol(Protocol):
+    """A per-connection translator (it may keep state, e.g. item ids).
+
+    ``parse`` turns one message into zero or more inbound events; ``serialize``
+    turns one outbound event into zero or more messages.
+    """
+
     name: str
 
-    def parse(self, message: str | bytes) -> ev.InEvent | ev.Error: ...
-    def serialize(self, event: ev.OutEvent) -> str | bytes: ...
+    def parse_many(self, message: str | bytes) -> list[ev.InEvent | ev.Error]: ...
+    def serialize_many(self, event: ev.OutEvent) -> list[str | bytes]: ...
+
+
+ProtocolFactory = Callable[[dict[str, str]], WireProtocol]
 
 
 @dataclass
@@ -67,7 +77,7 @@ class App:
     not_ready_reason: str = "starting"
     sessions: dict[str, Session] = field(default_factory=dict)
     connections: set[ServerConnection] = field(default_factory=set)
-    protocols: dict[str, Callable[[], WireProtocol]] = field(default_factory=lambda: {NATIVE_PATH: NativeProtocol})
+    protocols: dict[str, ProtocolFactory] = field(default_factory=lambda: {NATIVE_PATH: lambda query: NativeProtocol()})
     draining: bool = False
 
     @property
@@ -151,7 +161,8 @@ async def handle_connection(app: App, conn: ServerConnection) -> None:
     """Run one websocket session until the client leaves or a limit closes it."""
     cfg = app.cfg
     path = conn.request.path.split("?", 1)[0] if conn.request else NATIVE_PATH
-    proto = app.protocols[path]()
+    query = dict(parse_qsl(conn.request.path.split("?", 1)[1])) if conn.request and "?" in conn.request.path else {}
+    proto = app.protocols[path](query)
     sid = uuid.uuid4().hex[:16]
     out: asyncio.Queue[str | bytes | None] = asyncio.Queue(maxsize=cfg.output_queue_messages)
     closing: list[tuple[int, str]] = []
@@ -160,7 +171,8 @@ async def handle_connection(app: App, conn: ServerConnection) -> None:
         if closing:
             return
         try:
-            out.put_nowait(proto.serialize(event))
+            for message in proto.serialize_many(event):
+                out.put_nowait(message)
         except asyncio.QueueFull:
             closing.append((CLOSE_POLICY, "slow reader: output buffer full"))
             app.metrics.rejected.labels("slow_reader").inc()
@@ -211,7 +223,8 @@ async def handle_connection(app: App, conn: ServerConnection) -> None:
             if len(msg) > session.settings.limits["max_message_bytes"]:
                 emit(ev.Error(ErrorCode.MESSAGE_TOO_LARGE, f"message of {len(msg)} bytes exceeds the session limit"))
                 continue
-            await session.handle(proto.parse(msg))
+            for event in proto.parse_many(msg):
+                await session.handle(event)
     except ConnectionClosed:
         close_code, reason = CLOSE_NORMAL, "client closed"
     finally:

@@ -97,6 +97,12 @@ class NativeProtocol:
                 return ev.Ping(eid)
         raise AssertionError(f"schema admits {etype} but no translation exists")
 
+    def parse_many(self, message: str | bytes) -> list[ev.InEvent | ev.Error]:
+        return [self.parse(message)]
+
+    def serialize_many(self, event: ev.OutEvent) -> list[str | bytes]:
+        return [self.serialize(event)]
+
     def serialize(self, event: ev.OutEvent) -> str | bytes:
         if isinstance(event, ev.AudioOut):
             return pack_audio(event.response_id, event.offset, float32_to_pcm16(event.pcm))
