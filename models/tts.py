@@ -54,7 +54,7 @@ class ClauseSplitter:
     least ``min_words`` words (so "h, o, u" is not spoken letter by letter).
     """
 
-    def __init__(self, min_words: int = 3) -> None:
+    def __init__(self, min_words: int = 4) -> None:
         self.min_words = min_words
         self.buf = ""
 
