@@ -17,6 +17,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the server. Settings: defaults < --config TOML < REJOINDER_* env < flags.",
     )
     config_mod.add_arguments(sp)
+    sub.add_parser("talk", help="send a WAV question, print the reply and its latency", add_help=False)
+    sub.add_parser("bench", help="latency benchmark (see `rejoinder bench --help`)", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("talk", "bench"):
+        import importlib
+
+        module = importlib.import_module("clients.talk" if argv[0] == "talk" else "clients.bench.cli")
+        result: int = module.main(argv[1:])
+        return result
     args = ap.parse_args(argv)
     if args.command == "serve":
         from server import logs

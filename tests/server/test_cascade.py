@@ -1,0 +1,69 @@
+"""The cascade baseline end to end over a real websocket.
+
+The reply audio is transcribed by pocketsphinx in its general English mode
+(never the cascade's own domain LM, which would answer in-domain for any
+sound) and must contain the expected key word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pocketsphinx import Decoder
+from websockets.asyncio.client import connect
+
+from clients.groundtruth import espeak, with_silence
+from models.domain import key_word_hit, normalize
+from streaming.audio import float32_to_pcm16, resample
+from tests.conftest import Received, collect_until, stream_realtime
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.skipif(not (ROOT / "bundles/textlm/manifest.json").is_file(), reason="text LM bundle not built"),
+]
+
+
+def general_english(audio24k: np.ndarray) -> str:
+    d = Decoder(samprate=16000, loglevel="FATAL")
+    d.start_utt()
+    d.process_raw(float32_to_pcm16(resample(audio24k, 24000, 16000)), False, True)
+    d.end_utt()
+    return d.hyp().hypstr if d.hyp() else ""
+
+
+@pytest.mark.parametrize(
+    ("question", "key_word"),
+    [("what is seven plus five", "twelve"), ("how do you spell house", "house")],
+)
+async def test_cascade_answers_a_spoken_question(start_server_with, question: str, key_word: str) -> None:
+    rs, stop = await start_server_with(pipelines="cascade")
+    try:
+        assert "cascade" in rs.app.pipelines, rs.app.__dict__.get("skipped")
+        x = with_silence(espeak(question), 16000, 0.4, 1.0)
+        rec = Received()
+        async with connect(rs.url) as ws:
+            rec.add(await ws.recv())
+            sender = asyncio.create_task(stream_realtime(ws, x))
+            await collect_until(ws, rec, lambda e: e["type"] == "response.done", timeout=15)
+            await sender
+            # keep the session open a moment: a finished reply leaves the session usable
+            await ws.send(json.dumps({"type": "ping"}))
+            await collect_until(ws, rec, lambda e: e["type"] == "pong")
+    finally:
+        await stop()
+    done = rec.of("response.done")[0]
+    assert done["status"] == "completed"
+    heard = "".join(e["delta"] for e in rec.of("transcript.delta") if e["role"] == "user")
+    said = "".join(e["delta"] for e in rec.of("transcript.delta") if e["role"] == "assistant")
+    assert said == done["text"] and said
+    for stage in ("endpoint_ms", "asr_finalize_ms", "llm_first_token_ms", "tts_first_audio_ms", "first_send_ms"):
+        assert done["timings"].get(stage) is not None, (stage, done["timings"])
+    audio = np.concatenate(rec.audio[done["response_id"]])
+    transcript = general_english(audio)
+    assert key_word_hit(transcript, key_word), (heard, said, transcript)
+    assert normalize(said)  # a reply was produced in text too
