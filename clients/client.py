@@ -53,7 +53,7 @@ REPLY_TIMEOUT_S = 4.0  # LATENCY.md: no reply within 4 s is a failed turn
 POSITION_INTERVAL_S = 0.1
 
 Frame = np.ndarray | bytes | bytearray | memoryview
-FrameSource = np.ndarray | Iterable[Frame] | AsyncIterable[Frame]
+FrameSource = np.ndarray | bytes | Iterable[Frame] | AsyncIterable[Frame]
 
 
 class ConnectError(ConnectionError):
@@ -306,11 +306,15 @@ class RejoinderClient:
             asyncio.create_task(self._reader(), name="rejoinder-reader"),
             asyncio.create_task(self._report_positions(), name="rejoinder-playback-position"),
         ]
-        async with asyncio.timeout(self.open_timeout):
-            created = await self.wait_for("session.created", since=0)
-        self.session_id = created["session_id"]
-        if self.requested_session:
-            await self.update_session(self.requested_session)
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                created = await self.wait_for("session.created", since=0)
+            self.session_id = created["session_id"]
+            if self.requested_session:
+                await self.update_session(self.requested_session)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -505,13 +509,15 @@ class RejoinderClient:
     async def stream(self, source: FrameSource, *, rate: int | None = None, realtime: bool = True) -> SendReport:
         """Send input audio at real-time pace; returns how the sends went.
 
-        ``source``: a float32 or int16 array (at ``rate``, resampled to the
-        session's input rate if different), or any iterator or async iterator
+        ``source``: a float32 or int16 array or PCM16 bytes (at ``rate``,
+        resampled to the session's input rate if different), or any iterator or async iterator
         of frames (arrays or PCM16 bytes, already at the session's input rate).
         Arrays are cut into 20 ms frames. A frame leaves when its last sample
         would have been captured; ``realtime=False`` sends as fast as possible.
         """
         in_rate = self.input_rate
+        if isinstance(source, bytes | bytearray | memoryview):
+            source = np.frombuffer(to_pcm16(source), "<i2")
         if isinstance(source, np.ndarray):
             source = split_frames(self._input_audio(source, rate), in_rate)
         report = SendReport(rate=in_rate)

@@ -3,9 +3,9 @@
 :class:`ReplyStream` keeps each reply-audio message with its receive time,
 placed by the header's ``sample_offset``. :meth:`ReplyStream.onset` finds
 ``t_first_reply_audio`` as ../shared/LATENCY.md defines it: the receive time
-of the reply audio that begins a stretch of at least 100 ms whose RMS exceeds
--35 dBFS, so a click, a breath or silent padding before the reply does not
-count. Sans-I/O: the client feeds it, tests can too.
+of the reply audio that begins a stretch of at least 100 ms above -35 dBFS
+(every 10 ms window of it), so a click, a breath or silent padding before
+the reply does not count. Sans-I/O: the client feeds it, tests can too.
 """
 
 from __future__ import annotations
@@ -73,19 +73,25 @@ class ReplyStream:
         level_dbfs: float = ONSET_LEVEL_DBFS,
         hop_s: float = ONSET_HOP_S,
     ) -> Onset | None:
-        """First position (``hop_s`` steps) that begins ``window_s`` of audio above ``level_dbfs`` RMS."""
+        """Start of the first ``window_s`` stretch whose every ``hop_s`` window is above ``level_dbfs``.
+
+        Sustained level, not one RMS over the stretch: a loud click of a few
+        ms would lift a 100 ms RMS above -35 dBFS on its own, and LATENCY.md
+        says a click does not count. Speech clears it within its first syllable.
+        """
         x = self.audio().astype(np.float64)
-        n = max(1, round(window_s * self.sample_rate))
         hop = max(1, round(hop_s * self.sample_rate))
-        if len(x) < n:
+        need = max(1, round(window_s / hop_s))
+        n = len(x) // hop
+        if n < need:
             return None
-        cs = np.concatenate([[0.0], np.cumsum(x * x)])
-        starts = np.arange(0, len(x) - n + 1, hop)
-        mean_sq = (cs[starts + n] - cs[starts]) / n
-        loud = np.flatnonzero(mean_sq > 10.0 ** (level_dbfs / 10.0))
-        if len(loud) == 0:
+        mean_sq = np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1)
+        loud = (mean_sq > 10.0 ** (level_dbfs / 10.0)).astype(np.int64)
+        runs = np.convolve(loud, np.ones(need, np.int64), mode="valid")  # loud windows in each stretch
+        hits = np.flatnonzero(runs == need)
+        if len(hits) == 0:
             return None
-        sample = int(starts[loud[0]])
+        sample = int(hits[0]) * hop
         t = self.received_at(sample)
         assert t is not None, "a loud stretch lies inside received audio"
         return Onset(sample, t)

@@ -8,7 +8,7 @@
 // reply audio sent) lies inside that interval, so the page's figure is never
 // smaller; the difference is capture, network and page time. The "audible"
 // figure is ../shared/LATENCY.md's: the first reply audio that begins 100 ms
-// above -35 dBFS.
+// above -35 dBFS (clients/reply.py computes the same).
 //
 // Query parameters: ?pipeline=NAME picks a pipeline, ?rate=16000 forces the
 // AudioContext rate, ?url=ws://... overrides the websocket URL.
@@ -300,6 +300,9 @@ function onEvent(ev) {
         turn.timings = ev.timings || {};
         turn.serverFirstSendMs = turn.timings.first_send_ms ?? null;
         if (ev.text && !transcriptLines.has(`${ev.response_id}:assistant`)) addTranscript(ev.response_id, "assistant", ev.text);
+        if (!transcriptLines.has(`${ev.response_id}:user`) && !transcriptLines.has(`${ev.response_id}:assistant`)) {
+          note(`turn ${turn.n}: ${ev.status}, no transcript (${turn.pipeline === "echo" ? "echo plays your audio back" : "audio only"})`);
+        }
         showLatency(turn);
       }
       if (state.status !== "listening") setStatus("live");
@@ -383,7 +386,8 @@ function onAudio(buf) {
 }
 
 function trackOnset(turn, samples, t) {
-  // LATENCY.md: the first reply audio that begins 100 ms whose RMS exceeds -35 dBFS.
+  // LATENCY.md: the first reply audio that begins 100 ms above -35 dBFS (every
+  // 10 ms window of it, so a click does not count), as clients/reply.py.
   const o = turn.onset;
   if (turn.tAudible !== null) return;
   const win = Math.round((turn.rate || ctx.sampleRate) / 100);
@@ -397,9 +401,9 @@ function trackOnset(turn, samples, t) {
     }
   }
   for (; o.scan + ONSET_WINDOW <= o.windows.length; o.scan++) {
-    let sum = 0;
-    for (let k = 0; k < ONSET_WINDOW; k++) sum += o.windows[o.scan + k].ms;
-    if (sum / ONSET_WINDOW > ONSET_LEVEL) {
+    let loud = 0;
+    for (let k = 0; k < ONSET_WINDOW; k++) loud += o.windows[o.scan + k].ms > ONSET_LEVEL ? 1 : 0;
+    if (loud === ONSET_WINDOW) {
       turn.tAudible = o.windows[o.scan].t;
       if (turn.tSpeechEnd !== null) turn.audibleMs = turn.tAudible - turn.tSpeechEnd;
       o.windows = [];

@@ -1,0 +1,5 @@
+"""``python -m clients.bench ...`` is ``rejoinder bench ...``."""
+
+from clients.bench.cli import main
+
+raise SystemExit(main())
