@@ -30,6 +30,8 @@ def build_app(cfg: ServerConfig) -> App:
     app = App(cfg=cfg, pipelines=pipelines, worker=worker)
     if not pipelines:
         reasons.append("no pipeline loaded: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    elif cfg.pipelines_required and skipped:
+        reasons += [f"pipeline {k} failed to load: {v}" for k, v in skipped.items()]
     app.not_ready_reason = "; ".join(reasons) or "warming up"
     app.__dict__["skipped"] = skipped
     app.__dict__["load_problems"] = reasons

@@ -32,7 +32,7 @@ class ServerConfig:
     host: str = _f("127.0.0.1", "address to listen on")
     port: int = _f(8765, "TCP port (HTTP and websockets share it)")
     # pipelines and models
-    pipelines: str = _f("fused,cascade,echo", "comma-separated pipelines to offer; those whose models are missing are skipped")
+    pipelines: str = _f("auto", "comma-separated pipelines to offer (each must load, or /readyz says why); 'auto': every pipeline whose models are present, fused first")
     default_pipeline: str = _f("", "pipeline for new sessions (empty: the first available of --pipelines)")
     bundles_dir: str = _f(str(ROOT / "bundles"), "directory holding model bundles")
     device: str = _f("auto", "ONNX Runtime device: auto, cpu or cuda")
@@ -59,6 +59,8 @@ class ServerConfig:
     audio_rate_factor: float = _f(4.0, "audio may arrive this many times faster than real time on average")
     audio_burst_s: float = _f(60.0, "seconds of audio a client may send at once (token bucket burst)")
     drain_timeout_s: float = _f(10.0, "on SIGTERM, time given to responses in flight")
+    keepalive_s: float = _f(20.0, "websocket ping interval; a peer that does not answer within it is closed")
+    auth_timeout_s: float = _f(5.0, "time a client without an Authorization header has to send its auth message")
     # security
     auth_token: str = _f("", "optional bearer token required in the Authorization header")
     allowed_origins: str = _f("", "comma-separated Origin allow-list for browsers (empty: any)")
@@ -68,7 +70,13 @@ class ServerConfig:
     web_root: str = _f(str(ROOT / "clients" / "web"), "static files served at /")
 
     def pipeline_list(self) -> list[str]:
+        if self.pipelines.strip() == "auto":
+            return ["fused", "cascade", "echo"]
         return [p.strip() for p in self.pipelines.split(",") if p.strip()]
+
+    @property
+    def pipelines_required(self) -> bool:
+        return self.pipelines.strip() != "auto"
 
     def origin_list(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import mimetypes
 import signal
@@ -36,6 +37,7 @@ from server.logs import log
 from server.metrics import Metrics
 from server.pipelines.base import Pipeline
 from server.protocol.native import NativeProtocol
+from server.protocol.realtime import RealtimeProtocol
 from server.session import Session
 from server.worker import InferenceWorker
 
@@ -77,7 +79,12 @@ class App:
     not_ready_reason: str = "starting"
     sessions: dict[str, Session] = field(default_factory=dict)
     connections: set[ServerConnection] = field(default_factory=set)
-    protocols: dict[str, ProtocolFactory] = field(default_factory=lambda: {NATIVE_PATH: lambda query: NativeProtocol()})
+    protocols: dict[str, ProtocolFactory] = field(
+        default_factory=lambda: {
+            NATIVE_PATH: lambda query: NativeProtocol(),
+            "/v1/realtime": lambda query: RealtimeProtocol(query),
+        }
+    )
     draining: bool = False
 
     @property
@@ -96,12 +103,34 @@ def _text(status: HTTPStatus, body: str, ctype: str = "text/plain; charset=utf-8
     return Response(status.value, status.phrase, headers, data)
 
 
-def _authorized(cfg: ServerConfig, headers: Headers) -> bool:
+def _token_ok(cfg: ServerConfig, token: str) -> bool:
+    return hmac.compare_digest(token.encode(), cfg.auth_token.encode())
+
+
+def _authorized(cfg: ServerConfig, headers: Headers) -> bool | None:
+    """True/False for a header that is right/wrong; None when there is none (first-message auth)."""
     if not cfg.auth_token:
         return True
-    got = headers.get("Authorization", "")
-    want = f"Bearer {cfg.auth_token}"
-    return hmac.compare_digest(got.encode(), want.encode())
+    got = headers.get("Authorization")
+    if got is None:
+        return None
+    scheme, _, token = got.partition(" ")
+    return scheme.lower() == "bearer" and _token_ok(cfg, token.strip())
+
+
+async def _first_message_auth(cfg: ServerConfig, conn: ServerConnection) -> bool:
+    """Browsers cannot set headers: accept ``{"type": "auth", "token": ...}`` as the first message."""
+    try:
+        msg = await asyncio.wait_for(conn.recv(), cfg.auth_timeout_s)
+        data = json.loads(msg) if isinstance(msg, str) else None
+    except (TimeoutError, ValueError, ConnectionClosed):
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("type") == "auth"
+        and isinstance(data.get("token"), str)
+        and _token_ok(cfg, data["token"])
+    )
 
 
 def _static(root: Path, path: str) -> Response | None:
@@ -138,7 +167,7 @@ def make_process_request(app: App) -> Callable[[ServerConnection, Request], Resp
             if origins and request.headers.get("Origin") not in origins:
                 app.metrics.rejected.labels("origin").inc()
                 return _text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
-            if not _authorized(cfg, request.headers):
+            if _authorized(cfg, request.headers) is False:
                 app.metrics.rejected.labels("auth").inc()
                 return _text(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
             if app.draining or not app.ready:
@@ -160,6 +189,11 @@ def make_process_request(app: App) -> Callable[[ServerConnection, Request], Resp
 async def handle_connection(app: App, conn: ServerConnection) -> None:
     """Run one websocket session until the client leaves or a limit closes it."""
     cfg = app.cfg
+    if conn.request is not None and _authorized(cfg, conn.request.headers) is None:
+        if not await _first_message_auth(cfg, conn):
+            app.metrics.rejected.labels("auth").inc()
+            await conn.close(CLOSE_POLICY, "unauthorized: send Authorization: Bearer or an auth message first")
+            return
     path = conn.request.path.split("?", 1)[0] if conn.request else NATIVE_PATH
     query = dict(parse_qsl(conn.request.path.split("?", 1)[1])) if conn.request and "?" in conn.request.path else {}
     proto = app.protocols[path](query)
@@ -185,8 +219,6 @@ async def handle_connection(app: App, conn: ServerConnection) -> None:
             if msg is None:
                 break
             await conn.send(msg)
-        if closing:
-            await conn.close(*closing[0])
 
     session = Session(
         session_id=sid,
@@ -234,16 +266,20 @@ async def handle_connection(app: App, conn: ServerConnection) -> None:
         await session.close()
         if closing:
             close_code, reason = closing[0]
-        with contextlib.suppress(asyncio.QueueFull):
-            out.put_nowait(None)
-        try:
-            await asyncio.wait_for(wtask, timeout=2.0)
-        except (TimeoutError, ConnectionClosed):
-            wtask.cancel()
-        await conn.close(close_code, reason)
         app.sessions.pop(sid, None)
         app.connections.discard(conn)
         app.metrics.sessions.dec()
+        if closing:  # a slow reader: do not wait on a peer that does not read
+            wtask.cancel()
+            conn.transport.abort()
+        else:
+            with contextlib.suppress(asyncio.QueueFull):
+                out.put_nowait(None)
+            try:
+                await asyncio.wait_for(wtask, timeout=2.0)
+            except (TimeoutError, ConnectionClosed):
+                wtask.cancel()
+            await conn.close(close_code, reason)
         log(logging.INFO, "session closed", session=sid, code=close_code, reason=reason,
             samples_in=session.samples_in)
 
@@ -270,8 +306,9 @@ async def start_server(app: App, *, install_signals: bool = False) -> Server:
         process_request=make_process_request(app),
         max_size=max_size * 2,
         max_queue=cfg.input_queue_messages,
-        ping_interval=20,
-        ping_timeout=20,
+        ping_interval=cfg.keepalive_s,
+        ping_timeout=cfg.keepalive_s,
+        close_timeout=2.0,
         compression=None,
     )
     lag = asyncio.create_task(_watch_loop_lag(app))

@@ -15,6 +15,7 @@ from server.pipelines.base import Pipeline
 FACTORIES: dict[str, str] = {
     "echo": "server.pipelines.echo:EchoPipeline",
     "cascade": "server.pipelines.cascade:CascadePipeline",
+    "fused": "server.pipelines.fused:FusedPipeline",
 }
 
 
