@@ -146,6 +146,7 @@ class Error:
 @dataclass(frozen=True)
 class Pong:
     event_id: str | None = None
+    input_samples: int = 0  # audio samples accepted from this client so far (at their rates)
 
 
 OutEvent = (

@@ -160,6 +160,7 @@ class Session:
         self._rids = itertools.count(1)
         self.response: _Response | None = None
         self.samples_in = 0  # 16 kHz samples accepted on the input timeline
+        self.accepted_samples = 0  # samples accepted as sent, at the client's input rate
         self._pipe: PipelineSession | None = None
         self._configure_audio()
         self._open_pipeline()
@@ -250,7 +251,7 @@ class Session:
                 if r is not None and r.rid == event.response_id:
                     r.played_ms = max(r.played_ms, event.played_ms)
             case ev.Ping():
-                self.emit(ev.Pong(event.event_id))
+                self.emit(ev.Pong(event.event_id, self.accepted_samples))
 
     async def close(self) -> None:
         await self._stop_response("cancelled", notify=False)
@@ -324,6 +325,7 @@ class Session:
             )
             return
         self.metrics.frames_in.inc()
+        self.accepted_samples += len(pcm) // 2
         x16 = self._in_rs.process(pcm16_to_float32(pcm))
         if len(x16) == 0:
             return

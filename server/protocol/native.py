@@ -166,5 +166,5 @@ class NativeProtocol:
                     "fatal": event.fatal,
                 }
             case ev.Pong():
-                return {"type": "pong", "event_id": event.event_id}
+                return {"type": "pong", "event_id": event.event_id, "input_samples": event.input_samples}
         raise TypeError(f"cannot serialize {type(event).__name__}")

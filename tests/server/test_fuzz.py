@@ -115,7 +115,7 @@ def test_session_survives_any_message_sequence(app, sequence: list[str | bytes])
     assert all(e.code in STABLE_CODES for e in errors)
     assert not any(e.code == ErrorCode.INTERNAL for e in errors)
     assert isinstance(out[0], ev.SessionCreated)
-    assert ev.Pong("still-there") in out
+    assert any(isinstance(e, ev.Pong) and e.event_id == "still-there" for e in out)
     for e in out:  # everything the session emits is serializable and schema-valid
         wire = P.serialize(e)
         if isinstance(wire, str):
