@@ -57,7 +57,7 @@ class ServerConfig:
     input_queue_messages: int = _f(64, "inbound messages buffered per session")
     output_queue_messages: int = _f(256, "outbound messages buffered per session before it is dropped as a slow reader")
     audio_rate_factor: float = _f(4.0, "audio may arrive this many times faster than real time on average")
-    audio_burst_s: float = _f(60.0, "seconds of audio a client may send at once (token bucket burst)")
+    audio_burst_s: float = _f(20.0, "seconds of audio a client may send at once (token bucket burst)")
     drain_timeout_s: float = _f(10.0, "on SIGTERM, time given to responses in flight")
     keepalive_s: float = _f(20.0, "websocket ping interval; a peer that does not answer within it is closed")
     auth_timeout_s: float = _f(5.0, "time a client without an Authorization header has to send its auth message")

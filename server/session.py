@@ -46,6 +46,7 @@ from streaming.ring import RingBuffer
 from streaming.vad import SAMPLE_RATE, WINDOW, VadStream
 
 FRAME_S = WINDOW / SAMPLE_RATE  # one VAD frame: 32 ms
+VAD_SLICE = 4  # VAD windows per worker job (128 ms of audio)
 TURN_KEYS = (
     "mode",
     "threshold",
@@ -280,6 +281,8 @@ class Session:
             )
             return
         turn = dict(s.turn)
+        if new_pipeline != s.pipeline and "mode" not in req.get("turn_detection", {}):
+            turn["mode"] = self.pipelines[new_pipeline].default_turn_mode
         turn.update(req.get("turn_detection", {}))
         if turn["mode"] == "semantic" and self.pipelines[new_pipeline].default_turn_mode != "semantic":
             self.error(ErrorCode.INVALID_CONFIG, f"pipeline {new_pipeline} has no learned end of turn", event.event_id)
@@ -293,8 +296,6 @@ class Session:
         rates_changed = (
             req.get("input_sample_rate", s.input_sample_rate) != s.input_sample_rate
         )
-        if "pipeline" in req and "turn_detection" not in req and new_pipeline != s.pipeline:
-            turn["mode"] = self.pipelines[new_pipeline].default_turn_mode
         limits = clamp_session_limits(self.cfg, {**s.limits, **req.get("limits", {})})
         old_turn, old_limits = s.turn, s.limits
         s.input_sample_rate = int(req.get("input_sample_rate", s.input_sample_rate))
@@ -340,15 +341,16 @@ class Session:
             self._vad.push(x16[i : i + SAMPLE_RATE])
             while (w := self._vad.take_window()) is not None:
                 windows.append(w)
-        if not windows:
-            return
-        probs = await self.worker.vad(self._vad.state, np.stack(windows))
         semantic = self.settings.turn["mode"] == "semantic"
-        for p in probs:
-            self._vad_frames += 1
-            eot = self._pipe.end_of_turn_probability() if semantic else None
-            for tev in self._endpointer.step(float(p), eot_prob=eot):
-                await self._on_turn_event(tev)
+        # Slices keep the single worker fair: a client that sends a minute of
+        # audio at once waits behind other sessions' frames, not ahead of them.
+        for i in range(0, len(windows), VAD_SLICE):
+            probs = await self.worker.vad(self._vad.state, np.stack(windows[i : i + VAD_SLICE]))
+            for p in probs:
+                self._vad_frames += 1
+                eot = self._pipe.end_of_turn_probability() if semantic else None
+                for tev in self._endpointer.step(float(p), eot_prob=eot):
+                    await self._on_turn_event(tev)
 
     def _reset_endpointer(self) -> None:
         self._endpointer.reset()

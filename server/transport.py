@@ -167,7 +167,8 @@ def make_process_request(app: App) -> Callable[[ServerConnection, Request], Resp
             if origins and request.headers.get("Origin") not in origins:
                 app.metrics.rejected.labels("origin").inc()
                 return _text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
-            if _authorized(cfg, request.headers) is False:
+            auth = _authorized(cfg, request.headers)
+            if auth is False or (auth is None and path != NATIVE_PATH):
                 app.metrics.rejected.labels("auth").inc()
                 return _text(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
             if app.draining or not app.ready:
@@ -189,7 +190,7 @@ def make_process_request(app: App) -> Callable[[ServerConnection, Request], Resp
 async def handle_connection(app: App, conn: ServerConnection) -> None:
     """Run one websocket session until the client leaves or a limit closes it."""
     cfg = app.cfg
-    if conn.request is not None and _authorized(cfg, conn.request.headers) is None:
+    if conn.request is not None and _authorized(cfg, conn.request.headers) is None:  # native path only
         if not await _first_message_auth(cfg, conn):
             app.metrics.rejected.labels("auth").inc()
             await conn.close(CLOSE_POLICY, "unauthorized: send Authorization: Bearer or an auth message first")

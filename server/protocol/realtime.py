@@ -111,7 +111,6 @@ class RealtimeProtocol:
         self._event_ids = itertools.count(1)
         self._serial = itertools.count(1)
         self._sid = "0"
-        self._created = False
         self._init: list[ev.InEvent] = []
         self._swallow_updates = 0
         self._settings: dict[str, Any] = {}
@@ -127,6 +126,7 @@ class RealtimeProtocol:
         self._user_seconds = 0.0  # length of the last committed audio turn
         self._input_ms = 0.0  # audio appended, on the input timeline
         self._buffer_from_ms = 0.0  # where the uncommitted input buffer starts
+        self._committed = False  # the turn that just ended was ended by a commit
         self._claimable = False  # a commit started a reply that response.create may claim
         self._reply: _Reply | None = None
         self._finished: OrderedDict[str, float] = OrderedDict()  # assistant item -> kept ms
@@ -146,6 +146,7 @@ class RealtimeProtocol:
     # ---- client -> internal ------------------------------------------------
     def parse_many(self, message: str | bytes) -> list[ev.InEvent | ev.Error]:
         out: list[ev.InEvent | ev.Error] = []
+        self._committed = False  # a commit's reply starts while its message is handled, or never
         if self._init:
             out.extend(self._init)
             self._init = []
@@ -311,7 +312,7 @@ class RealtimeProtocol:
         modalities = _opt(params, "output_modalities", list, "response") or _opt(params, "modalities", list, "response")
         if modalities is not None and "audio" not in modalities:
             raise _Invalid("only audio output (with its transcript) is supported", ErrorCode.INVALID_CONFIG)
-        if self._claimable:  # the commit already started this reply
+        if self._claimable and not self._pending_text:  # the commit already started this reply
             self._claimable = False
             return []
         if self._pending_text:
@@ -456,7 +457,6 @@ class RealtimeProtocol:
         }
 
     def _session_created(self, event: ev.SessionCreated) -> list[dict[str, Any]]:
-        self._created = True
         self._sid = event.session_id
         self._pipelines = list(event.pipelines)
         self._defaults = dict(event.session.get("turn_detection", {}))
@@ -519,7 +519,8 @@ class RealtimeProtocol:
         self._user_seconds = max(0.0, event.audio_ms - start) / 1000
         self._user_item = self._user_start_ms = None
         self._buffer_from_ms = self._input_ms
-        self._claimable = event.reason == "commit"
+        self._committed = event.reason == "commit"
+        self._claimable = False
         previous, self._last_item = self._last_item, item_id
         item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
                 "content": [{"type": "input_audio", "transcript": None}]}
@@ -544,6 +545,7 @@ class RealtimeProtocol:
         }
 
     def _response_started(self, event: ev.ResponseStarted) -> list[dict[str, Any]]:
+        self._claimable, self._committed = self._committed, False
         r = self._reply = _Reply(event.response_id, self._new_id("resp"), self._new_id("item"),
                                  user_item=self._last_item, user_seconds=self._user_seconds)
         self._text_requests.clear()  # any text response.create before this one is settled
@@ -639,8 +641,6 @@ class RealtimeProtocol:
             if event.code == ErrorCode.RESPONSE_IN_PROGRESS:  # not answered: the text waits again
                 self._pending_text = self._text_requests[eid] + self._pending_text
             del self._text_requests[eid]
-        if event.code == ErrorCode.RESPONSE_IN_PROGRESS and eid is None:
-            self._claimable = False  # the committed turn was not answered
         if eid is not None and eid.startswith(INTERNAL_ID):
             eid = None
         return [self._error_json(event.code, event.message, eid)]

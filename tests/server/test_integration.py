@@ -131,7 +131,7 @@ async def test_bearer_token_and_origin_allow_list(start_server_with) -> None:
     rs, stop = await start_server_with(auth_token="s3cret", allowed_origins="http://good.example")
     try:
         with pytest.raises(InvalidStatus) as info:
-            async with connect(rs.url, origin="http://good.example"):
+            async with connect(rs.url, origin="http://good.example", additional_headers={"Authorization": "Bearer no"}):
                 pass
         assert info.value.response.status_code == 401
         with pytest.raises(InvalidStatus) as info:

@@ -155,6 +155,25 @@ def test_translator_reports_sent_audio_as_heard_before_a_possible_barge_in() -> 
     assert len(p.parse_many(append)) == 1  # reported once until more audio is sent
 
 
+def test_translator_absorbs_response_create_only_for_a_reply_a_commit_started() -> None:
+    p = RealtimeProtocol({"model": "rejoinder-echo"})
+    turn = {"mode": "vad", "threshold": 0.5, "start_ms": 64.0, "stop_ms": 500.0, "min_silence_ms": 96.0,
+            "prefix_padding_ms": 300.0, "barge_in_ms": 96.0, "interrupt_response": True, "create_response": False}
+    settings = {"input_sample_rate": RATE, "output_sample_rate": RATE, "pipeline": "echo",
+                "turn_detection": turn, "limits": {}}
+    p.serialize_many(ev.SessionCreated("abc", settings, ["echo"]))
+    p.parse_many(json.dumps({"type": "input_audio_buffer.append", "audio": b64(tone(0.2))}))
+    assert isinstance(p.parse_many('{"type": "input_audio_buffer.commit"}')[0], ev.Commit)
+    p.serialize_many(ev.SpeechStopped(200.0, "commit"))  # create_response false: no reply follows
+    [err] = p.parse_many('{"type": "response.create"}')
+    assert isinstance(err, ev.Error) and err.code == "no_response"
+    p.parse_many(json.dumps({"type": "input_audio_buffer.append", "audio": b64(tone(0.2))}))
+    p.parse_many('{"type": "input_audio_buffer.commit"}')
+    p.serialize_many(ev.SpeechStopped(400.0, "commit"))
+    p.serialize_many(ev.ResponseStarted(1, "echo", RATE))  # this one answered at once
+    assert p.parse_many('{"type": "response.create"}') == []
+
+
 # ---- over the wire ---------------------------------------------------------------
 
 
