@@ -95,6 +95,7 @@ def default_settings(cfg: ServerConfig, pipeline: Pipeline) -> Settings:
             "barge_in_ms": cfg.barge_in_ms,
             "interrupt_response": True,
             "create_response": True,
+            **pipeline.turn_defaults,
         },
         limits=clamp_session_limits(cfg, {}),
     )
@@ -281,8 +282,8 @@ class Session:
             )
             return
         turn = dict(s.turn)
-        if new_pipeline != s.pipeline and "mode" not in req.get("turn_detection", {}):
-            turn["mode"] = self.pipelines[new_pipeline].default_turn_mode
+        if new_pipeline != s.pipeline:  # a new pipeline starts from its own best defaults
+            turn = default_settings(self.cfg, self.pipelines[new_pipeline]).turn
         turn.update(req.get("turn_detection", {}))
         if turn["mode"] == "semantic" and self.pipelines[new_pipeline].default_turn_mode != "semantic":
             self.error(ErrorCode.INVALID_CONFIG, f"pipeline {new_pipeline} has no learned end of turn", event.event_id)

@@ -93,6 +93,8 @@ class Pipeline(ABC):
     name: str = ""
     description: str = ""
     default_turn_mode: str = "vad"
+    # turn_detection settings this pipeline is best with (override the server's)
+    turn_defaults: dict[str, float | str] = {}  # noqa: RUF012 - read-only class default
 
     @abstractmethod
     def open_session(self, worker: InferenceWorker) -> PipelineSession: ...
