@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
         self.sessions = Gauge("rejoinder_open_sessions", "open websocket sessions", registry=r)
         self.sessions_total = Counter("rejoinder_sessions_opened", "sessions opened", registry=r)
         self.rejected = Counter("rejoinder_rejected_total", "connections refused", ["reason"], registry=r)

@@ -33,6 +33,7 @@ from clients.bench.metrics import TurnRecord, group_summary, summarize
 from clients.bench.progress import ProgressBar
 from clients.bench.runner import TURN_TIMEOUT_S, ClientProcess, RoundJob, RoundResult, record_dict
 from clients.bench.server_process import (
+    PIPELINE_BUNDLES,
     ROOT,
     ExternalServer,
     SpawnedServer,
@@ -129,20 +130,28 @@ def run_bench(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Everything but printing: returns the results dict (also written by the caller)."""
     show = not args.no_progress
     voices, source = heldout_voices()
-    bar = ProgressBar(args.cases, "test set", enabled=show)
+    bars: list[ProgressBar] = []
+
+    def synth_progress(n: int, note: str) -> None:  # a bar only when synthesis actually runs
+        if not bars:
+            bars.append(ProgressBar(args.cases, "test set", enabled=show))
+        bars[0].update(n, note)
+
     ts: TestSet = load_or_build(args.seed, args.cases, args.kinds, voices, args.data_dir,
-                                progress=bar.update, voice_source=source)  # fmt: skip
-    bar.close()
+                                progress=synth_progress, voice_source=source)  # fmt: skip
+    for b in bars:
+        b.close()
     mean_case_s = sum(len(ts.audio(c.id)) / c.rate for c in ts.cases) / max(1, len(ts.cases))
     server: ExternalServer | SpawnedServer
+    missing: dict[str, str] = {}
     if args.url:
         server = ExternalServer(args.url)
         server.wait_ready(args.ready_timeout)
         server_meta = {"mode": "external", "url": args.url}
     else:
         log = out / "server.log"
-        server = SpawnedServer(",".join(args.pipelines), log, extra_args=args.server_arg,
-                               ready_timeout_s=args.ready_timeout)  # fmt: skip
+        server, missing = SpawnedServer.start(args.pipelines, log, extra_args=args.server_arg,
+                                              ready_timeout_s=args.ready_timeout)  # fmt: skip
         server_meta = {"mode": "spawned", "url": server.ws_base, "cmd": " ".join(server.cmd), "log": str(log)}
     cells: dict[tuple[str, int], Cell] = {}
     warm: list[TurnRecord] = []
@@ -153,6 +162,7 @@ def run_bench(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         offered = offered_pipelines(server.ws_base, args.token)
         available = [p for p in args.pipelines if p in offered]
         reasons = skipped_pipelines(Path(server_meta["log"])) if "log" in server_meta else {}
+        reasons.update(missing)
         unavailable = {p: reasons.get(p) or f"not offered by the server (it offers {', '.join(offered) or 'none'})"
                        for p in args.pipelines if p not in offered}  # fmt: skip
         stopped = {p: None for p in available}
@@ -204,6 +214,7 @@ def run_bench(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         server.close()
     wall = time.perf_counter() - t_run
     records = warm + [r for c in cells.values() for r in c.records]
+    bundles = bundle_info()
     results: dict[str, Any] = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -213,7 +224,11 @@ def run_bench(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "pipelines": available,
             "unavailable": unavailable,
             "server": server_meta,
-            "bundles": bundle_info(),
+            "bundles": bundles,
+            "pipeline_bundles": {
+                p: [str(b.get("name") or b["dir"]) for b in bundles if b.get("kind") in PIPELINE_BUNDLES.get(p, ())]
+                for p in available
+            },
             "testset": ts.meta,
             "concurrency": args.concurrency,
             "turns_per_session": args.turns_per_session,

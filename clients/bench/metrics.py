@@ -142,9 +142,9 @@ def stage_breakdown(latency_ms: float | None, timings: dict[str, Any]) -> dict[s
     - ``residual``: turn latency minus ``first_send_ms``: network, queueing,
       client time, and the server's speech end being off the ground truth.
     """
-    if latency_ms is None:
-        return None
     t = {k: float(v) for k, v in timings.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if latency_ms is None or not t:
+        return None  # no audible reply, or no server timings (e.g. the Realtime protocol)
     named = sorted((k for k in t if k.endswith("_ms") and k not in STRUCTURAL), key=_stage_sort_key)
     out: dict[str, float] = {}
     endpoint = t.get("endpoint_ms", 0.0)

@@ -22,7 +22,10 @@ Mapping (audio is ``audio/pcm`` at 24 kHz both ways):
   response whose status is ``cancelled`` or ``incomplete`` is first reported
   as ``interrupted``: that is the Realtime server telling the client the reply
   was cut, and the loudspeaker drops its buffer then, as on native ``interrupted``.
-  ``output_audio_buffer.cleared`` counts the same.
+  ``input_audio_buffer.speech_started`` while a response is in flight counts
+  the same (docs/realtime.md: the cancel may come just before or after it,
+  "stop playback on either"), and so does ``output_audio_buffer.cleared``.
+  Realtime carries no stage timings, so realtime runs have no stage breakdown.
 - Client side: audio -> ``input_audio_buffer.append``; ``playback.position``
   is kept, and sent as ``conversation.item.truncate`` when a reply is cut;
   ``input.commit``/``input.clear``/``response.cancel`` map one to one.
@@ -78,7 +81,10 @@ class RealtimeTranslator:
                 ev.update(session_id=str((data.get("session") or {}).get("id", "")), pipelines=[self.pipeline])
             return [ev]
         if t == "input_audio_buffer.speech_started":
-            return [{"type": "speech.started", "audio_ms": data.get("audio_start_ms", 0)}]
+            out: list[dict[str, Any] | bytes] = [{"type": "speech.started", "audio_ms": data.get("audio_start_ms", 0)}]
+            if self.current is not None:  # docs/realtime.md: stop playback on speech_started
+                out += self._interrupted(self.current)
+            return out
         if t == "input_audio_buffer.speech_stopped":
             return [{"type": "speech.stopped", "audio_ms": data.get("audio_end_ms", 0), "reason": "silence"}]
         if t == "response.created":
@@ -115,8 +121,8 @@ class RealtimeTranslator:
             resp = data.get("response") or {}
             rid = self._rid(resp.get("id"))
             status = str(resp.get("status", "completed"))
-            out: list[dict[str, Any] | bytes] = []
-            if status in CUT:
+            out = []
+            if status in CUT or rid in self.cut:
                 out += self._interrupted(rid)
                 status = "interrupted"
             meta = resp.get("metadata") or {}
@@ -212,7 +218,9 @@ class RealtimeClient(RejoinderClient):
                         continue
                     ev = Event(str(item["type"]), item, now)
                     self._on_event(ev)
-                    if ev.type == "interrupted":
+                    if ev.type == "interrupted" and self.translator.current == int(ev["response_id"]):
+                        # Cut while still in flight: tell the server what was heard. (A reply the
+                        # server already finished cannot be shortened: docs/realtime.md.)
                         rid = int(ev["response_id"])
                         trunc = self.translator.truncate(rid, self.loudspeaker.played_ms(rid))
                         if trunc is not None:

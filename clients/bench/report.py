@@ -86,7 +86,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m.get('memory_gb', '?')} GB, {m.get('os')}; load at start {m.get('load_avg')}",
         f"- commit: `{meta.get('commit') or 'unknown'}`; Python {m.get('python')}, onnxruntime {m.get('onnxruntime', '-')}",
         f"- server: {meta['server']['mode']} `{meta['server']['url']}`; protocol: {meta['protocol']}",
-        f"- pipelines: {', '.join(meta['pipelines']) or 'none'}"
+        "- pipelines: " + (", ".join(
+            f"{p} (bundles: {', '.join(meta.get('pipeline_bundles', {}).get(p, [])) or 'none'})"
+            for p in meta["pipelines"]) or "none")  # fmt: skip
         + "".join(f"; {k} unavailable ({v})" for k, v in meta.get("unavailable", {}).items()),
         "- bundles: " + ("; ".join(
             f"{b.get('name') or b['dir']} ({b.get('kind')}: "
@@ -131,12 +133,22 @@ def markdown(results: dict[str, Any]) -> str:
             f"{s['false_barge_ins']}/{s['false_barge_cases']} ({_pct(s['false_barge_in_rate'])})",
             f"{s['underruns']} in {s['turns_with_underruns']} turns, {s['underrun_ms']:.0f} ms",
             _pct(s["key_word_rate"]),
+            f"{_ms(s['send_late_p95_ms'])} / {_ms(s['send_late_max_ms'])}",
         ])  # fmt: skip
     lines += _md_table(
-        ["pipeline", "N", "fail: none/late/failed/error", "takeovers", "pause takeovers",
-         "barge-in stop p50/p95/max", "barge-ins not stopped", "false barge-ins", "underruns", "key word"],
+        ["pipeline", "N", "fail: no reply/late/failed/error", "takeovers", "pause takeovers",
+         "barge-in stop p50/p95/max", "barge-ins not stopped", "false barge-ins", "underruns", "key word",
+         "send late p95/max"],
         rows,
     )  # fmt: skip
+    lines += [
+        "Goal: at most 5% takeovers on pause cases (300-700 ms of silence inside the question), fewer "
+        "elsewhere. Barge-in stop latency: capture time of the barge-in's first speech sample to the "
+        "moment the simulated loudspeaker fell silent (buffer dropped on `interrupted`, or ran dry). "
+        "False barge-ins: replies stopped by \"mm hmm\", a cough or a noise burst. Send late: how "
+        "late the client's frames left against their capture schedule (per turn, worst frame).",
+        "",
+    ]
     lines += ["## Server stage breakdown (mean ms over answered turns)", ""]
     cols: list[str] = []
     for c in results["cells"]:
@@ -147,6 +159,8 @@ def markdown(results: dict[str, Any]) -> str:
         + [_ms(c["summary"]["stages_ms"].get(k)) for k in cols]
         for c in results["cells"]
     ]
+    if not cols:
+        lines += ["No server stage timings in this run (the Realtime protocol carries none).", ""]
     lines += _md_table(["pipeline", "N", "mean latency"] + cols, srows)
     lines += [
         "Stages come from `response.done.timings` (server clock). `pipeline_other`: pipeline time "
@@ -203,10 +217,10 @@ def plot_all(results: dict[str, Any], out_dir: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, p in enumerate(pipes):
         for j, n in enumerate(levels):
-            vals = np.sort([t["percentile_ms"] for t in turns if t["pipeline"] == p and t["concurrency"] == n
+            cdf = np.sort([t["percentile_ms"] for t in turns if t["pipeline"] == p and t["concurrency"] == n
                             and t["percentile_ms"] is not None])  # fmt: skip
-            if len(vals):
-                ax.step(vals, np.arange(1, len(vals) + 1) / len(vals), where="post", color=f"C{i}",
+            if len(cdf):
+                ax.step(cdf, np.arange(1, len(cdf) + 1) / len(cdf), where="post", color=f"C{i}",
                         linestyle=styles[j % len(styles)], label=f"{p}, N={n}")  # fmt: skip
     ax.set_xlabel("turn latency (ms; failures at 4000)")
     ax.set_ylabel("share of turns")
@@ -268,7 +282,11 @@ def write_all(results: dict[str, Any], out_dir: Path, *, plots: bool = True) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     if plots:
-        results["plots"] = plot_all(results, out_dir)
+        try:
+            results["plots"] = plot_all(results, out_dir)
+        except ImportError as e:  # matplotlib is in the `bench` and `test` extras
+            results["plots"] = []
+            results["meta"]["plots_skipped"] = f"no plots: {e}"
         paths.update({name: out_dir / name for name in results["plots"]})
     (out_dir / JSON).write_text(json.dumps(results, indent=1, default=str))
     (out_dir / MARKDOWN).write_text(markdown(results))

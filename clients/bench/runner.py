@@ -38,6 +38,7 @@ from models.domain import key_word_hit, text_success
 from streaming.audio import resample
 
 TURN_TIMEOUT_S = 90.0
+SETTLE_LIMIT_S = 30.0
 
 
 @dataclass
@@ -138,6 +139,24 @@ def _error_record(case: Case, job: RoundJob, session: int, error: str, t: float)
     )  # fmt: skip
 
 
+async def settle(client: RejoinderClient, limit_s: float = SETTLE_LIMIT_S) -> float | None:
+    """Keep the microphone open (silence) until the loudspeaker is quiet; returns when it fell silent.
+
+    A reply that a false barge-in did not stop may still be playing when
+    :meth:`RejoinderClient.turn` returns; the next question must not barge in on it.
+    """
+    spk = client.loudspeaker
+    deadline = time.perf_counter() + limit_s
+    block = np.zeros(client.input_rate // 10, np.float32)
+    while time.perf_counter() < deadline:
+        spk.advance(time.perf_counter())
+        p = spk.current
+        if p is None or p.ended:
+            return None if p is None else p.silent_at
+        await client.stream(block, rate=client.input_rate)
+    return None
+
+
 async def run_session(
     job: RoundJob,
     k: int,
@@ -164,6 +183,9 @@ async def run_session(
                         audio, case.rate, barge_in=barge, barge_in_after_ms=case.barge_after_ms or 300.0
                     )
                 rec = record_of(case, audio, turn, job, k, client.input_rate, origin)
+                silent_at = await settle(client)
+                if silent_at is not None and rec.t_turn_end > silent_at - origin:
+                    rec.t_turn_end = silent_at - origin
             except Exception as e:  # noqa: BLE001 - a failed turn is a record, never a crash
                 rec = _error_record(case, job, k, f"{type(e).__name__}: {e}", time.perf_counter() - origin)
                 if client is not None:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -162,6 +163,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PipelinesFailed(RuntimeError):
+    """The server will not become ready: ``reasons[pipeline]`` says why each failed to load."""
+
+    def __init__(self, reasons: dict[str, str], body: str) -> None:
+        super().__init__(body)
+        self.reasons = reasons
+
+
+_FAILED = re.compile(r"pipeline (\w+) failed to load: (.*?)(?=; pipeline \w+ failed to load: |$)")
+
+
+def _load_failures(body: str) -> dict[str, str]:
+    """Pipelines a /readyz body says failed to load (a permanent state, unlike warming up)."""
+    return {m.group(1): m.group(2).strip() for m in _FAILED.finditer(body.strip())}
+
+
 def _wait_ready(http_base: str, timeout_s: float, proc: subprocess.Popen[bytes] | None) -> None:
     deadline = time.monotonic() + timeout_s
     body = ""
@@ -171,6 +188,9 @@ def _wait_ready(http_base: str, timeout_s: float, proc: subprocess.Popen[bytes] 
         status, body = http_get(f"{http_base}/readyz", timeout=2.0)
         if status == 200:
             return
+        failed = _load_failures(body)
+        if failed:
+            raise PipelinesFailed(failed, body.strip())
         time.sleep(0.25)
     raise TimeoutError(f"{http_base}/readyz not ready after {timeout_s:.0f} s: {body.strip() or 'no answer'}")
 
@@ -186,7 +206,7 @@ class SpawnedServer(_Server):
         self.cmd = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                     "--pipelines", pipelines, *(extra_args or [])]  # fmt: skip
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in close()
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
         try:
@@ -200,6 +220,23 @@ class SpawnedServer(_Server):
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def start(cls, pipelines: list[str], log_path: Path, **options: Any) -> tuple[SpawnedServer, dict[str, str]]:
+        """Start with ``pipelines``; a server that is never ready because some failed to load
+        is restarted without them. Returns the server and {pipeline: why it is missing}.
+        """
+        missing: dict[str, str] = {}
+        wanted = list(pipelines)
+        while True:
+            try:
+                return cls(",".join(wanted), log_path, **options), missing
+            except PipelinesFailed as e:
+                missing.update(e.reasons)
+                rest = [p for p in wanted if p not in e.reasons]
+                if not rest or rest == wanted:
+                    raise
+                wanted = rest
 
     def _sample(self) -> tuple[float | None, int | None]:
         if self._ps is None:
@@ -270,7 +307,7 @@ PIPELINE_BUNDLES = {"cascade": ("textlm", "asr"), "fused": ("fused", "codec"), "
 def bundle_info(bundles_dir: Path | None = None) -> list[dict[str, Any]]:
     """Each bundle's name, kind and the sha256 (first 12) of its graphs, from manifest.json."""
     root = bundles_dir or ROOT / "bundles"
-    out = []
+    out: list[dict[str, Any]] = []
     for manifest in sorted(root.glob("*/manifest.json")):
         try:
             m = json.loads(manifest.read_text())

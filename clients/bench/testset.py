@@ -23,17 +23,21 @@ Kinds (../shared/LATENCY.md):
 - ``noisy``: a normal question with white, pink or hum noise mixed in at
   8-20 dB SNR *after* the ground truth was taken from the clean source.
 
-Voices: held out from training. :func:`heldout_voices` takes
-``HELDOUT_VOICES`` from ``models.training.speech_data`` when that module
-defines it, else :data:`DEFAULT_VOICES` (espeak-ng variants the training
-speech does not use, and the joe voice with noise and noise-w at 0 and a slow
-length scale). flite's kal voices and festival are never used: they are
-reserved for independent evaluation (../shared/BUILTIN_ASSISTANT.md).
+Voices: held out from training. :func:`heldout_voices` takes the espeak-ng
+voices that ``models.training.speech_data`` holds out (``HELDOUT_VOICES``, or
+its ``eval_voices()``: families en-gb-scotland and en-029, variants f4, m7,
+Annie and edward), each at a fixed speed and pitch, plus :data:`JOE_HELDOUT`:
+the joe voice is trained on, so only its synthesis setting is held out
+(length 1.4, noise 0, noise-w 0, outside training's ranges). Without
+speech_data it uses :data:`DEFAULT_VOICES`. flite's kal voices and festival are
+never used: they are reserved for independent evaluation
+(../shared/BUILTIN_ASSISTANT.md); no flite voice is used at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -95,46 +99,60 @@ class Voice:
         return _joe(text, self.length_scale, self.noise_scale, self.noise_w_scale)
 
 
-# espeak-ng accents/variants and a joe setting kept out of training (see the module docstring).
+# The joe voice is a training voice: its held-out part is the synthesis setting.
+# Training draws length 0.8-1.3, noise 0.3-0.9, noise-w 0.4-1.1; these lie outside.
+JOE_HELDOUT = Voice("joe-slow-flat", "joe", length_scale=1.4, noise_scale=0.0, noise_w_scale=0.0)
+# Used when models.training.speech_data names no held-out voices: its held-out
+# espeak-ng families (en-gb-scotland, en-029) and variants (f4, m7, Annie, edward).
 DEFAULT_VOICES: tuple[Voice, ...] = (
-    Voice("espeak-scotland-m7", "espeak", "en-gb-scotland+m7", speed=150, pitch=40),
-    Voice("espeak-caribbean-f4", "espeak", "en-029+f4", speed=170, pitch=65),
-    Voice("espeak-westmidlands-klatt3", "espeak", "en-gb-x-gbcwmd+klatt3", speed=140, pitch=55),
-    Voice("joe-slow-flat", "joe", length_scale=1.25, noise_scale=0.0, noise_w_scale=0.0),
+    Voice("espeak-en-gb-scotland+m7", "espeak", "en-gb-scotland+m7", speed=150, pitch=40),
+    Voice("espeak-en-029+f4", "espeak", "en-029+f4", speed=170, pitch=65),
+    Voice("espeak-en-us+Annie", "espeak", "en-us+Annie", speed=140, pitch=55),
+    JOE_HELDOUT,
 )
 
 
+def _stable(key: str, lo: int, hi: int) -> int:
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
+    return lo + h % (hi - lo + 1)
+
+
 def _voice_from(spec: Any) -> Voice | None:
-    """A :class:`Voice` from a speech_data entry: a Voice-like object, a dict or an espeak name."""
+    """A :class:`Voice` from a speech_data entry (an object or dict with ``engine`` and ``name``).
+
+    Only espeak-ng and joe voices are used here; flite and festival entries are skipped.
+    """
     if isinstance(spec, Voice):
         return spec
-    if isinstance(spec, str):
-        engine, _, name = spec.partition(":") if ":" in spec else ("espeak", "", spec)
-        spec = {"engine": engine, "voice": name}
-    if not isinstance(spec, dict):
-        spec = {k: getattr(spec, k) for k in dir(spec) if not k.startswith("_") and not callable(getattr(spec, k))}
-    engine = str(spec.get("engine", "espeak")).replace("espeak-ng", "espeak").replace("piper", "joe")
-    if any(bad in engine for bad in FORBIDDEN_ENGINES) or engine not in ("espeak", "joe"):
+    get = spec.get if isinstance(spec, dict) else (lambda k, d=None: getattr(spec, k, d))
+    engine = str(get("engine", "")).replace("espeak-ng", "espeak")
+    if any(bad in engine for bad in FORBIDDEN_ENGINES) or engine != "espeak":
         return None
-    fields = {k: spec[k] for k in ("voice", "speed", "pitch", "length_scale", "noise_scale", "noise_w_scale") if k in spec}
-    name = str(spec.get("name") or f"{engine}-{fields.get('voice', 'joe')}")
-    try:
-        return Voice(name=name, engine=engine, **fields)
-    except (TypeError, ValueError):
+    name = str(get("voice", None) or get("name", ""))
+    if not name:
         return None
+    # Fixed, per-voice speed and pitch in the middle of training's ranges.
+    return Voice(f"espeak-{name}", "espeak", name, speed=_stable(name + ":s", 140, 180), pitch=_stable(name + ":p", 35, 65))
 
 
 def heldout_voices() -> tuple[tuple[Voice, ...], str]:
-    """(voices, where they come from): training's held-out voices if it names them, else ours."""
+    """(voices, where they come from): training's held-out espeak-ng voices plus :data:`JOE_HELDOUT`.
+
+    Reads ``models.training.speech_data`` (``HELDOUT_VOICES``, else
+    ``eval_voices()``); falls back to :data:`DEFAULT_VOICES` when it is absent.
+    """
     try:
-        import models.training.speech_data as speech_data  # type: ignore[import-not-found,unused-ignore]
+        speech_data = importlib.import_module("models.training.speech_data")
     except Exception:  # noqa: BLE001 - absent, or it needs torch: use our own list
-        return DEFAULT_VOICES, "clients.bench.testset.DEFAULT_VOICES (speech_data defines no held-out voices)"
+        return DEFAULT_VOICES, "clients.bench.testset.DEFAULT_VOICES"
     specs = getattr(speech_data, "HELDOUT_VOICES", None)
-    voices = tuple(v for v in (_voice_from(s) for s in specs or ()) if v is not None)
+    where = "HELDOUT_VOICES"
+    if specs is None and callable(getattr(speech_data, "eval_voices", None)):
+        specs, where = speech_data.eval_voices(), "eval_voices()"
+    voices = [v for v in (_voice_from(s) for s in specs or ()) if v is not None]
     if not voices:
-        return DEFAULT_VOICES, "clients.bench.testset.DEFAULT_VOICES (speech_data defines no usable HELDOUT_VOICES)"
-    return voices, "models.training.speech_data.HELDOUT_VOICES"
+        return DEFAULT_VOICES, "clients.bench.testset.DEFAULT_VOICES (speech_data names no espeak-ng held-out voices)"
+    return (*voices, JOE_HELDOUT), f"models.training.speech_data.{where} (espeak-ng ones) + joe at held-out scales"
 
 
 @cache
@@ -278,8 +296,9 @@ def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
         x = np.fft.irfft(spec / np.sqrt(f), n)
     else:
         t = np.arange(n) / RATE
-        x = sum(np.sin(2 * np.pi * 50 * h * t + rng.uniform(0, 2 * np.pi)) / h for h in (1, 2, 3, 5))
-        x = np.asarray(x) + 0.3 * rng.standard_normal(n)
+        x = 0.3 * rng.standard_normal(n)
+        for h in (1, 2, 3, 5):
+            x += np.sin(2 * np.pi * 50 * h * t + rng.uniform(0, 2 * np.pi)) / h
     x = np.asarray(x, np.float64)
     return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
 
@@ -336,7 +355,7 @@ def generate_cases(
     n_barge = 0
     for i in range(n_cases):
         kind = kinds[i % len(kinds)]
-        voice = voices[(i // len(kinds)) % len(voices)]
+        voice = voices[(i + i // len(kinds)) % len(voices)]  # every kind meets every voice
         cid = f"c{i:04d}-{kind}"
         extra: dict[str, Any] = {}
         if kind == "pause":
@@ -421,7 +440,8 @@ def load_or_build(
     tmp = cache_dir / f".{key}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np.savez(tmp / "audio.npz", **audio)
+    arrays: dict[str, Any] = dict(audio)
+    np.savez(tmp / "audio.npz", **arrays)
     (tmp / "cases.json").write_text(json.dumps({"meta": meta, "cases": [asdict(c) for c in cases]}, indent=1))
     if path.exists():  # another process built it meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
