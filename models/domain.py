@@ -452,7 +452,8 @@ def _phrasings(templates: tuple[str, ...]) -> list[str]:
         prefixes = _PREFIXES + (_ASK_PREFIXES if t.startswith(_ASKS) else ())
         for p in prefixes:
             for s in _SUFFIXES:
-                out.append(p + t + s)
+                if p + t + s not in out:  # "please " + "count ..." == "please count ..."
+                    out.append(p + t + s)
     return out
 
 

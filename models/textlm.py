@@ -145,7 +145,9 @@ class TextLM:
         prefill_path, decode_path = self.bundle.graph("prefill"), self.bundle.graph("decode")
         self._prefill = create_session(prefill_path, self.options)
         self._decode = (
-            self._prefill if decode_path == prefill_path else create_session(decode_path, self.options)
+            self._prefill
+            if decode_path == prefill_path
+            else create_session(decode_path, self.options)
         )
         for name, sess in (("prefill", self._prefill), ("decode", self._decode)):
             self._check_io(name, sess)
@@ -226,21 +228,58 @@ class TextLM:
         The first call after :meth:`start_reply` runs no graph; each later one
         runs one decode step. Greedy; stops at a stop token or ``max_new_tokens``.
         """
-        if state.finished:
-            return None
-        if len(state.reply_ids) >= state.max_new_tokens or state.position >= self.max_seq_len:
-            state.finished = True
-            return None
-        if state._unfed is not None:
-            state._pending = int(np.argmax(self.decode_step(state, state._unfed)))
-            state._unfed = None
-        token = state._pending
-        if token is None or token in self.stop_ids:
-            state.finished = True
-            return None
-        state.reply_ids.append(token)
-        state._unfed = token
-        return self.tokenizer.decode([token])
+        return self.next_pieces([state])[0]
+
+    def next_pieces(self, states: Sequence[TextLMState]) -> list[str | None]:
+        """:meth:`next_piece` for several sessions at once, with one batched decode run.
+
+        For a worker that serves many conversations: the states may be at
+        different positions; finished states give ``None`` and cost nothing.
+        """
+        if len({id(s) for s in states}) != len(states):
+            raise ValueError("a state appears twice")
+        to_feed = []
+        for s in states:
+            if s.finished:
+                continue
+            if len(s.reply_ids) >= s.max_new_tokens or s.position >= self.max_seq_len:
+                s.finished = True
+            elif s._unfed is not None:
+                to_feed.append(s)
+        if len(to_feed) == 1:
+            s = to_feed[0]
+            s._pending = int(np.argmax(self.decode_step(s, s._unfed or 0)))
+            s._unfed = None
+        elif to_feed:
+            self._decode_batch(to_feed)
+        out: list[str | None] = []
+        for s in states:
+            token = s._pending
+            if s.finished or token is None or token in self.stop_ids:
+                s.finished = True
+                out.append(None)
+                continue
+            s.reply_ids.append(token)
+            s._unfed = token
+            out.append(self.tokenizer.decode([token]))
+        return out
+
+    def _decode_batch(self, states: list[TextLMState]) -> None:
+        logits, cache_k, cache_v = self._decode.run(
+            list(OUTPUTS),
+            {
+                "input_ids": np.asarray([[s._unfed] for s in states], dtype=np.int64),
+                "start_pos": np.asarray([s.position for s in states], dtype=np.int64),
+                "cache_k": np.concatenate([s.cache_k for s in states], axis=1),
+                "cache_v": np.concatenate([s.cache_v for s in states], axis=1),
+            },
+        )
+        for i, s in enumerate(states):
+            s.cache_k = np.ascontiguousarray(cache_k[:, i : i + 1])
+            s.cache_v = np.ascontiguousarray(cache_v[:, i : i + 1])
+            s.position += 1
+            s._pending = int(np.argmax(logits[i, -1]))
+            s._unfed = None
 
     def reply_text(self, state: TextLMState) -> str:
         return self.tokenizer.decode(state.reply_ids)

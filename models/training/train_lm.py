@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default="small", choices=sorted(LMConfig.PRESETS))
     ap.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary cap")
-    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--min-lr", type=float, default=2e-4)
@@ -225,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     for skill, (h, n) in acc.items():
         print(f"  held-out {skill:15s} {h:4d}/{n:<4d} {100 * h / n:6.2f}%")
     print(f"held-out exact match (torch): {hits}/{len(heldout)} = {100 * hits / len(heldout):.2f}%")
-    summary = {"heldout_exact": hits / len(heldout), "by_skill": acc, "seconds": time.perf_counter() - t0}
+    summary = {
+        "heldout_exact": hits / len(heldout),
+        "by_skill": acc,
+        "seconds": time.perf_counter() - t0,
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
