@@ -117,14 +117,18 @@ def build(quiet: bool = False, out_dir: Path = DEFAULT_DIR, seed: int = 0) -> No
     """``python -m models.build`` step: the domain LM and dictionary from the corpus."""
     from models.domain import generate_corpus
 
-    lm, dic = out_dir / "domain.lm", out_dir / "domain.dict"
-    if lm.is_file() and dic.is_file():
+    import hashlib
+
+    lm, dic, stamp = out_dir / "domain.lm", out_dir / "domain.dict", out_dir / "corpus.sha256"
+    questions = [e.question for e in generate_corpus(seed) if e.split == "train"]
+    digest = hashlib.sha256("\n".join(questions).encode()).hexdigest()
+    if lm.is_file() and dic.is_file() and stamp.is_file() and stamp.read_text() == digest:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    questions = [e.question for e in generate_corpus(seed) if e.split == "train"]
     lm.write_text(build_arpa(questions))
     vocab = {w for q in questions for w in _words(q)}
     dic.write_text(build_dict(vocab))
+    stamp.write_text(digest)
     if not quiet:
         print(f"asr: wrote {lm} and {dic} ({len(vocab)} words, {len(questions)} sentences)")
 

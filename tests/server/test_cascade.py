@@ -38,7 +38,9 @@ def general_english(audio24k: np.ndarray) -> str:
 
 @pytest.mark.parametrize(
     ("question", "key_word"),
-    [("what is seven plus five", "twelve"), ("how do you spell house", "house")],
+    # pocketsphinx misreads much espeak-ng speech (WER ~0.45, see the README); these two
+    # questions are read correctly, so a failure here means the path broke, not the ASR
+    [("count from three to eight", "eight"), ("what is your name", "assistant")],
 )
 async def test_cascade_answers_a_spoken_question(start_server_with, question: str, key_word: str) -> None:
     rs, stop = await start_server_with(pipelines="cascade")
