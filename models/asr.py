@@ -115,9 +115,9 @@ def build_dict(words: Iterable[str]) -> str:
 
 def build(quiet: bool = False, out_dir: Path = DEFAULT_DIR, seed: int = 0) -> None:
     """``python -m models.build`` step: the domain LM and dictionary from the corpus."""
-    from models.domain import generate_corpus
-
     import hashlib
+
+    from models.domain import generate_corpus
 
     lm, dic, stamp = out_dir / "domain.lm", out_dir / "domain.dict", out_dir / "corpus.sha256"
     questions = [e.question for e in generate_corpus(seed) if e.split == "train"]
