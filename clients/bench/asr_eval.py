@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cascade ASR + text LM on {len(ts.cases)} held-out cases ({time.perf_counter() - t0:.0f} s)")
     print("| voice | cases | WER | task success |\n|---|---|---|---|")
     for key in sorted(per, key=lambda k: (k == "all", k)):
-        e, n, s, c = per[key]
-        print(f"| {key} | {c:.0f} | {e / max(n, 1):.3f} | {s / max(c, 1):.1%} |")
+        errs, words, succ, c = per[key]
+        print(f"| {key} | {c:.0f} | {errs / max(words, 1):.3f} | {succ / max(c, 1):.1%} |")
     return 0
 
 
