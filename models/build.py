@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 
 # Each entry: module path exposing ``build(quiet: bool) -> None``.
-STEPS: list[str] = ["models.asr"]
+STEPS: list[str] = ["models.asr", "models.codec"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,6 +109,21 @@ def fit_vectors(stack: int, max_vectors: int = 60000, seed: int = 0,
     return x
 
 
+def output_gain(bundle: Path, seed: int = 0, n: int = 60) -> float:
+    from models.codec import CodecDecoder, encode_latent, load_codebooks
+    from models.training.codec_targets import LatentCache, answer_sentences, split_sentences
+
+    fit, _ = split_sentences(answer_sentences())
+    rng = np.random.default_rng(seed)
+    texts = [fit[i] for i in np.sort(rng.choice(len(fit), min(n, len(fit)), replace=False))]
+    dec = CodecDecoder(bundle)
+    books = load_codebooks(bundle)
+    cache = LatentCache()
+    peak = max(float(np.abs(dec.decode_all(encode_latent(cache.get(t).z, books, dec.config.stack))).max())
+               for t in texts)
+    return round(0.95 / peak, 3)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--stack", type=int, default=4)
@@ -128,7 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     assert tokens.shape == (len(x), args.codebooks)
     cfg = CodecConfig(stack=args.stack, n_codebooks=args.codebooks, codebook_size=args.size)
     rebuild = " ".join(["python -m models.training.codec_fit"] + (argv or sys.argv[1:]))
-    path = write_codec_bundle(Path(args.out), cfg, books, rebuild=rebuild)
+    out = Path(args.out)
+    write_codec_bundle(out, cfg, books, rebuild=rebuild)
+    # A fixed output gain (piper peak-normalizes each sentence; a stream cannot):
+    # the loudest of 60 fit sentences peaks at 0.95 after the codec.
+    gain = output_gain(out, seed=args.seed)
+    cfg = CodecConfig.from_manifest({**cfg.to_manifest(), "gain": gain})
+    path = write_codec_bundle(out, cfg, books, rebuild=rebuild)
+    print(f"gain {gain}", file=sys.stderr)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -68,11 +68,12 @@ def variant_scales(text: str, n_variants: int) -> list[tuple[float, float, float
     out = [DEFAULT_SCALES]
     rng = np.random.default_rng(sentence_hash(text) ^ 0x5EED)
     for _ in range(n_variants - 1):
-        out.append(tuple(round(float(rng.uniform(lo, hi)), 3) for lo, hi in SCALE_RANGES))  # type: ignore[misc]
+        a, b, c = (round(float(rng.uniform(lo, hi)), 3) for lo, hi in SCALE_RANGES)
+        out.append((a, b, c))
     return out
 
 
-def _progress(items: list[str], desc: str) -> Iterator[str]:
+def progress(items: list[str], desc: str) -> Iterator[str]:
     try:
         from tqdm import tqdm
     except ImportError:  # progress to stderr without tqdm
@@ -128,7 +129,7 @@ class LatentCache:
         jobs = [(t, s) for t in texts for s in variant_scales(t, n_variants)]
         keys = [f"{i}" for i in range(len(jobs))]
         out: list[Latent] = []
-        for k in _progress(keys, desc):
+        for k in progress(keys, desc):
             t, s = jobs[int(k)]
             out.append(self.get(t, s))
         return out
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     maker = TargetMaker.load(args.bundle)
     texts = sorted(fit + held)
     toks, durs, pids, starts = [], [], [], []
-    for text in _progress(texts, "tokens"):
+    for text in progress(texts, "tokens"):
         t = maker.target(text)
         toks.append(t.tokens)
         durs.append(t.durations)

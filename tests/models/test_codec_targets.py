@@ -37,3 +37,11 @@ def test_text_to_z_is_deterministic_with_durations() -> None:
     assert len(a.durations) == len(a.phoneme_ids) and len(a.phonemes) == 2  # two sentences
     slow = tz.synthesize("Hello! How can I help you?", length_scale=1.5, seed=0)
     assert slow.z.shape[1] > 1.3 * a.z.shape[1]
+
+
+def test_word_errors() -> None:
+    from models.training.codec_eval import word_errors
+
+    assert word_errors("a b c".split(), "a b c".split()) == 0
+    assert word_errors("a b c".split(), "a x c d".split()) == 2
+    assert word_errors([], "a".split()) == 1 and word_errors("a b".split(), []) == 2
