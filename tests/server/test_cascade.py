@@ -38,9 +38,11 @@ def general_english(audio24k: np.ndarray) -> str:
 
 @pytest.mark.parametrize(
     ("question", "key_word"),
-    # pocketsphinx misreads much espeak-ng speech (WER ~0.45, see the README); these two
-    # questions are read correctly, so a failure here means the path broke, not the ASR
-    [("count from three to eight", "eight"), ("what is your name", "assistant")],
+    # pocketsphinx misreads much espeak-ng speech (WER 0.35 on held-out voices, see
+    # clients/bench/asr_eval.py), and piper's speech varies randomly from run to run;
+    # this question is read right by both recognizers run after run, so a failure here
+    # means the path broke rather than the ASR
+    [("count from three to eight", "eight")],
 )
 async def test_cascade_answers_a_spoken_question(start_server_with, question: str, key_word: str) -> None:
     rs, stop = await start_server_with(pipelines="cascade")
