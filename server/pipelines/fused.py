@@ -15,15 +15,17 @@ a barge-in needs no further truncation.
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from models.codec import CodecDecoder
-from models.fused import FusedModel, FusedOptions
+from models.codec import CodecDecoder, CodecStream
+from models.fused import FusedModel, FusedOptions, FusedState
 from models.runtime import RuntimeOptions
 from server.config import ServerConfig
 from server.pipelines.base import (
@@ -46,6 +48,23 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+@dataclass
+class _Speculation:
+    """A reply begun while the user may still be talking (end-of-turn head already high).
+
+    Valid only for the pieces heard so far: a new piece makes it stale.
+    """
+
+    pieces: int  # user pieces heard when it was made
+    state: FusedState
+    texts: list[str] = field(default_factory=list)  # the first clause's pieces
+    tokens: np.ndarray | None = None  # that clause's codec tokens
+    stream: CodecStream | None = None
+    pcm: np.ndarray | None = None  # the first decoded chunk
+    used: int = 0  # token frames already decoded
+    done: bool = False  # the reply ended within the first clause
+
+
 class FusedSession(PipelineSession):
     def __init__(self, p: FusedPipeline, worker: InferenceWorker) -> None:
         self.p = p
@@ -54,12 +73,41 @@ class FusedSession(PipelineSession):
         self.listening = False
         self.eot = 0.0
         self.truncated_ms: float | None = None
+        self.spec: _Speculation | None = None
 
     def _push(self, pcm16k: np.ndarray) -> float:
-        self.p.model.push_audio(self.state, pcm16k)
-        return self.p.model.end_of_turn_probability(self.state)
+        """Worker job: hear a chunk; when the turn looks complete, begin the reply at once."""
+        m = self.p.model
+        m.push_audio(self.state, pcm16k)
+        p = m.end_of_turn_probability(self.state)
+        pieces = len(self.state.user_ids)
+        if p >= self.p.speculate_above and (self.spec is None or self.spec.pieces != pieces):
+            self.spec = self._speculate(pieces)
+        return p
+
+    def _speculate(self, pieces: int) -> _Speculation:
+        m, codec = self.p.model, self.p.codec
+        st = copy.copy(self.state)
+        st.user_ids, st.reply_ids = list(st.user_ids), []
+        spec = _Speculation(pieces, st)
+        m.start_reply(st)
+        clause = ""
+        while not _CLAUSE_END.search(clause.rstrip()):
+            piece = m.next_text_piece(st)
+            if piece is None:
+                spec.done = True
+                break
+            spec.texts.append(piece)
+            clause += piece
+        if clause.strip():
+            spec.tokens = m.audio_tokens_for(clause)
+            spec.stream = codec.new_stream()
+            spec.used = min(FIRST_CHUNK, spec.tokens.shape[1])
+            spec.pcm = codec.decode(spec.stream, spec.tokens[:, : spec.used])
+        return spec
 
     async def on_speech_start(self, audio16k: np.ndarray) -> None:
+        self.spec = None
         await self.worker.run(self.p.model.reset_turn, self.state)
         self.listening = True
         self.eot = await self.worker.run(self._push, audio16k)
@@ -74,6 +122,7 @@ class FusedSession(PipelineSession):
     def reset_turn(self) -> None:
         self.listening = False
         self.eot = 0.0
+        self.spec = None
 
     def truncate(self, played_ms: float) -> None:
         # The next user turn resets the context; nothing after the played part is kept.
@@ -87,19 +136,42 @@ class FusedSession(PipelineSession):
         self.listening = False
         self.eot = 0.0
         t0 = time.perf_counter()
+        spec, self.spec = self.spec, None
         if turn.text is not None:  # text input: the LM reads it as exact (one-hot) pieces
+            spec = None
             await run(m.reset_turn, self.state)
             await run(m.push_text, self.state, turn.text)  # type: ignore[attr-defined]
+        if spec is not None and spec.pieces != len(self.state.user_ids):
+            spec = None  # something was heard after it was made
         heard = m.heard_text(self.state)
         if heard:
             yield ReplyText(heard, role="user")
-        await run(m.start_reply, self.state)
-        yield StageTiming("lm_first_step_ms", _ms(t0))
-        stream = codec.new_stream()
-        clause = ""
+        yield StageTiming("speculative", 1.0 if spec is not None else 0.0)
         first_audio = True
+        if spec is not None:
+            self.state = spec.state
+            for text in spec.texts:
+                yield ReplyText(text)
+            stream = spec.stream or codec.new_stream()
+            if spec.pcm is not None and len(spec.pcm):
+                yield StageTiming("first_audio_total_ms", _ms(t0))
+                first_audio = False
+                yield ReplyAudio(spec.pcm, codec.config.sample_rate)
+            if spec.tokens is not None:
+                async for item in self._decode(stream, spec.tokens[:, spec.used :], first_audio, t0):
+                    first_audio = False
+                    yield item
+            if spec.done:
+                async for item in self._flush(stream):
+                    yield item
+                return
+        else:
+            await run(m.start_reply, self.state)
+            yield StageTiming("lm_first_step_ms", _ms(t0))
+            stream = codec.new_stream()
+        clause = ""
         while True:
-            piece = await run(m.next_text_piece, self.state)
+            piece: str | None = await run(m.next_text_piece, self.state)
             if piece is not None:
                 clause += piece
                 yield ReplyText(piece)
@@ -109,31 +181,45 @@ class FusedSession(PipelineSession):
                     tokens = await run(self._speak, clause)
                     if first_audio:
                         yield StageTiming("audio_tokens_ms", _ms(t1))
-                    k = 0
-                    while k < tokens.shape[1]:
-                        n = FIRST_CHUNK if first_audio else CHUNK
-                        t2 = time.perf_counter()
-                        pcm = await run(codec.decode, stream, tokens[:, k : k + n])
-                        k += n
-                        if len(pcm):
-                            if first_audio:
-                                yield StageTiming("codec_first_pcm_ms", _ms(t2))
-                                yield StageTiming("first_audio_total_ms", _ms(t0))
-                                first_audio = False
-                            yield ReplyAudio(pcm, codec.config.sample_rate)
+                    async for item in self._decode(stream, tokens, first_audio, t0):
+                        first_audio = False
+                        yield item
                 clause = ""
             if piece is None:
                 break
-        tail = await run(codec.flush, stream)
+        async for item in self._flush(stream):
+            yield item
+
+    async def _decode(
+        self, stream: CodecStream, tokens: np.ndarray, first: bool, t0: float
+    ) -> AsyncIterator[ReplyEvent]:
+        """Codec tokens -> PCM in chunks, the first one smallest."""
+        codec = self.p.codec
+        k = 0
+        while k < tokens.shape[1]:
+            n = FIRST_CHUNK if first else CHUNK
+            t2 = time.perf_counter()
+            pcm = await self.worker.run(codec.decode, stream, tokens[:, k : k + n])
+            k += n
+            if len(pcm):
+                if first:
+                    yield StageTiming("codec_first_pcm_ms", _ms(t2))
+                    yield StageTiming("first_audio_total_ms", _ms(t0))
+                    first = False
+                yield ReplyAudio(pcm, codec.config.sample_rate)
+
+    async def _flush(self, stream: CodecStream) -> AsyncIterator[ReplyEvent]:
+        tail = await self.worker.run(self.p.codec.flush, stream)
         if len(tail):
-            yield ReplyAudio(tail, codec.config.sample_rate)
+            yield ReplyAudio(tail, self.p.codec.config.sample_rate)
 
 
 class FusedPipeline(Pipeline):
     name = "fused"
     description = "one audio-token model: streaming encoder + LM + audio head, codec decoder"
     default_turn_mode = "semantic"
-    turn_defaults = {"mode": "semantic", "stop_ms": 1500.0, "min_silence_ms": 64.0}
+    turn_defaults = {"mode": "semantic", "stop_ms": 1500.0, "min_silence_ms": 64.0}  # noqa: RUF012
+    speculate_above = 0.5  # end-of-turn probability at which a reply is begun in advance
 
     def __init__(self, cfg: ServerConfig) -> None:
         opts = RuntimeOptions(device=cfg.device, intra_op_threads=cfg.ort_threads)
