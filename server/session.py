@@ -40,7 +40,7 @@ from server.pipelines.base import (
 from server.worker import InferenceWorker
 from streaming import turn as tt
 from streaming.audio import StreamResampler, check_rate, pcm16_to_float32
-from streaming.level import refine_speech_end
+from streaming.level import first_audible, refine_speech_end
 from streaming.pacer import Pacer
 from streaming.ring import RingBuffer
 from streaming.vad import SAMPLE_RATE, WINDOW, VadStream
@@ -473,6 +473,7 @@ class Session:
         wake = asyncio.Event()
         resamplers: dict[int, StreamResampler] = {}
         t_decided = self.clock()
+        audible = False
         pump = asyncio.create_task(self._pump(r, pacer, wake, t0))
         try:
             async for item in self._pipe.respond(turn):
@@ -485,6 +486,10 @@ class Session:
                     if rs is None:
                         rs = resamplers[item.sample_rate] = StreamResampler(item.sample_rate, out_rate)
                     y = rs.process(item.pcm)
+                    if not audible and len(y):  # never send the reply's silent padding first
+                        start = first_audible(y, out_rate)
+                        y = y[start:] if start is not None else y[:0]
+                        audible = start is not None
                     if len(y):
                         if "pipeline_first_audio_ms" not in r.timings:
                             r.timings["pipeline_first_audio_ms"] = (self.clock() - t_decided) * 1000

@@ -49,3 +49,16 @@ def refine_speech_end(
     if len(loud) == 0:
         return coarse_end
     return lo + int(loud[-1] + 1) * win
+
+
+def first_audible(pcm: np.ndarray, rate: int, *, level_dbfs: float = -50.0, keep_s: float = 0.01) -> int | None:
+    """Index from which ``pcm`` should be played so it starts with sound, not padding.
+
+    The start of the first 10 ms window above ``level_dbfs``, minus ``keep_s``
+    of lead-in; None when no window is that loud.
+    """
+    win = max(1, rate // 100)
+    loud = np.flatnonzero(window_levels_db(pcm, win) > level_dbfs)
+    if len(loud) == 0:
+        return None
+    return max(0, int(loud[0]) * win - int(keep_s * rate))

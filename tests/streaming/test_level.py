@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streaming.level import refine_speech_end
+from streaming.level import first_audible, refine_speech_end
 
 RATE = 16000
 
@@ -31,3 +31,10 @@ def test_noise_floor_raises_the_threshold() -> None:
 def test_keeps_the_coarse_end_when_nothing_is_loud() -> None:
     x = np.zeros(RATE, np.float32)
     assert refine_speech_end(x, 8000, RATE) == 8000
+
+
+def test_first_audible_skips_padding_and_keeps_a_lead_in() -> None:
+    x = np.concatenate([np.zeros(RATE // 5, np.float32), tone(0.2, 0.3)])
+    start = first_audible(x, RATE)
+    assert start is not None and abs(start - (RATE // 5 - RATE // 100)) <= RATE // 100
+    assert first_audible(np.zeros(RATE, np.float32), RATE) is None

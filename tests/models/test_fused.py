@@ -1,0 +1,174 @@
+"""The fused model: torch network properties, ONNX export parity and the numpy runtime.
+
+Uses the ``tiny`` preset with random weights and a small tokenizer, so it runs
+in seconds and never needs a trained bundle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.fused import FusedModel  # noqa: E402
+from models.tokenizer import train_bpe  # noqa: E402
+from models.training.export_fused import AudioFramesOut, write_bundle  # noqa: E402
+from models.training.fused import (  # noqa: E402
+    AudioFrames,
+    AudioText,
+    Encoder,
+    FusedConfig,
+    FusedLM,
+    emissions,
+    regulate_indices,
+)
+from models.training.lm import LMConfig  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def parts() -> dict:
+    torch.manual_seed(0)
+    tok = train_bpe(["what is seven plus five", "seven plus five is twelve"], 160)
+    cfg = FusedConfig.from_name("tiny", vocab_size=tok.vocab_size)
+    lm_cfg = LMConfig.from_name("tiny", vocab_size=tok.vocab_size, max_seq_len=48)
+    enc = Encoder(cfg).eval()
+    lm = FusedLM(lm_cfg, cfg).eval()
+    torch.nn.init.normal_(lm.proj.weight, std=0.02)  # non-zero so parity covers it
+    af = AudioFramesOut(AudioFrames(cfg), torch.zeros(192), torch.ones(192)).eval()
+    return {
+        "cfg": cfg,
+        "lm_cfg": lm_cfg,
+        "encoder": enc,
+        "lm": lm,
+        "tokenizer": tok.to_dict(),
+        "audio_text": AudioText(cfg).eval(),
+        "audio_frames": af,
+    }
+
+
+@pytest.fixture(scope="module")
+def bundle(parts: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("b") / "fused"
+    write_bundle(parts, out, codec_bundle="no-codec", fp16=False)
+    return out
+
+
+def test_fp16_storage_stays_close(parts: dict, bundle: Path, tmp_path: Path) -> None:
+    write_bundle(parts, tmp_path / "half", codec_bundle="no-codec", fp16=True)
+    full, half = FusedModel(bundle), FusedModel(tmp_path / "half")
+    assert (tmp_path / "half" / "lm_step.onnx").stat().st_size < (
+        bundle / "lm_step.onnx"
+    ).stat().st_size
+    mel = np.random.default_rng(2).standard_normal((1, 16, 80)).astype(np.float32)
+    st = np.zeros((full.enc_layers, 1, full.state_len, full.enc_dim), np.float32)
+    a = full.encoder.run(None, {"mel": mel, "state": st})[0]
+    b = half.encoder.run(None, {"mel": mel, "state": st})[0]
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+
+
+def test_encoder_streaming_equals_offline(parts: dict) -> None:
+    enc = parts["encoder"]
+    x = torch.randn(1, 96, 80)
+    with torch.no_grad():
+        full, _, _ = enc(x, enc.empty_state(1))
+        st, outs = enc.empty_state(1), []
+        for a, b in [(0, 4), (4, 12), (12, 48), (48, 96)]:
+            o, _, st = enc(x[:, a:b], st)
+            outs.append(o)
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_lm_cached_equals_full(parts: dict) -> None:
+    lm, lm_cfg = parts["lm"], parts["lm_cfg"]
+    probs = torch.softmax(torch.randn(1, 7, lm_cfg.vocab_size), -1)
+    enc = torch.randn(1, 7, parts["cfg"].enc_dim)
+    with torch.no_grad():
+        full, eot_full, _ = lm(probs, enc)
+        cache = lm.lm.empty_cache(1)
+        l1, e1, cache = lm(probs[:, :4], enc[:, :4], cache, torch.tensor([0]))
+        l2, e2, _ = lm(probs[:, 4:], enc[:, 4:], cache, torch.tensor([4]))
+    torch.testing.assert_close(torch.cat([l1, l2], 1), full, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.cat([e1, e2], 1), eot_full, atol=1e-4, rtol=1e-4)
+
+
+def test_emissions_collapse_repeats() -> None:
+    top = torch.tensor([0, 5, 5, 0, 5, 7, 7, 0])
+    logits = torch.nn.functional.one_hot(top, 9).float()
+    assert emissions(logits).tolist() == [False, True, False, False, True, True, False, False]
+
+
+def test_regulator() -> None:
+    idx, pos = regulate_indices([2, 0, 1])
+    assert idx == [0, 0, 2]
+    assert pos[0][0] == pytest.approx(0.25)
+
+
+def test_onnx_parity_and_runtime(parts: dict, bundle: Path) -> None:
+    fm = FusedModel(bundle)
+    enc, lm = parts["encoder"], parts["lm"]
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal(16000) * 0.05).astype(np.float32)
+    # encoder: ORT chunked == torch offline
+    mel = fm.fe.compute(pcm)
+    n = len(mel) // 4 * 4
+    with torch.no_grad():
+        ref, _, _ = enc(torch.from_numpy(mel[None, :n]), enc.empty_state(1))
+    st = np.zeros((fm.enc_layers, 1, fm.state_len, fm.enc_dim), np.float32)
+    outs = []
+    for a in range(0, n, 12):
+        o, _, st = fm.encoder.run(None, {"mel": mel[None, a : min(n, a + 12)], "state": st})
+        outs.append(o)
+    assert np.abs(np.concatenate(outs, 1) - ref.numpy()).max() < 1e-4
+    # LM step: ORT == torch
+    probs = rng.random((1, 3, fm.vocab)).astype(np.float32)
+    encx = rng.standard_normal((1, 3, fm.enc_dim)).astype(np.float32)
+    ck = np.zeros(fm.cache_shape, np.float32)
+    lo, eo, _, _ = fm.lm.run(None, {"probs": probs, "enc": encx, "start_pos": np.array([0]),
+                                    "cache_k": ck, "cache_v": ck.copy()})  # fmt: skip
+    with torch.no_grad():
+        lt, et, _ = lm(torch.from_numpy(probs), torch.from_numpy(encx))
+    assert np.abs(lo - lt.numpy()).max() < 1e-4 and np.abs(eo - et.numpy()).max() < 1e-4
+    # runtime: pushing in chunks == pushing at once; API works end to end
+    s1, s2 = fm.new_state(), fm.new_state()
+    fm.push_audio(s1, pcm)
+    for i in range(0, len(pcm), 320):
+        fm.push_audio(s2, pcm[i : i + 320])
+    assert s1.user_ids == s2.user_ids and s1.position == s2.position
+    assert 0.0 <= fm.end_of_turn_probability(s2) <= 1.0
+    fm.start_reply(s2)
+    pieces = [p for p in iter(lambda: fm.next_text_piece(s2), None)]
+    assert len(pieces) <= fm.options.max_reply_tokens
+    fm.reset_turn(s2)
+    assert s2.position == 2 and not s2.user_ids
+    z = fm.latent_for("Seven plus five is twelve.")
+    assert z.shape[0] == 192
+
+
+def test_audio_head_parity(parts: dict, bundle: Path) -> None:
+    fm = FusedModel(bundle)
+    chars = np.array([[40, 50, 60, 1, 45, 46]], np.int64)
+    hid, ld = fm.audio_text.run(None, {"chars": chars})
+    with torch.no_grad():
+        th, tl = parts["audio_text"](torch.from_numpy(chars))
+    assert np.abs(hid - th.numpy()).max() < 1e-4 and np.abs(ld - tl.numpy()).max() < 1e-4
+    frames = np.random.default_rng(0).standard_normal((1, 13, hid.shape[2])).astype(np.float32)
+    pos = np.random.default_rng(1).random((1, 13, 2)).astype(np.float32)
+    (z,) = fm.audio_frames.run(None, {"frames": frames, "pos": pos})
+    with torch.no_grad():
+        tz = parts["audio_frames"](torch.from_numpy(frames), torch.from_numpy(pos))
+    assert z.shape == (1, 13, 192) and np.abs(z - tz.numpy()).max() < 1e-4
+
+
+def test_rvq_graph_equals_numpy() -> None:
+    from models.codec import encode_stacked
+    from models.fused import rvq_graph
+    from models.runtime import create_session
+
+    rng = np.random.default_rng(3)
+    cbs = rng.standard_normal((3, 16, 8)).astype(np.float32)
+    x = rng.standard_normal((10, 8)).astype(np.float32)
+    (got,) = create_session(rvq_graph(cbs)).run(None, {"x": x})
+    np.testing.assert_array_equal(got, encode_stacked(x, cbs))
