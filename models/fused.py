@@ -1,0 +1,333 @@
+"""The fused audio-token model at run time: numpy + ONNX Runtime, no torch, no piper.
+
+One :class:`FusedModel` holds the graphs of ``bundles/fused`` (and the codec's
+RVQ codebooks) and serves every session; each session owns a
+:class:`FusedState` (mel stream, encoder state, LM KV cache and position),
+bounded per turn and reset at each new turn.
+
+Use (each call is short; run them in the inference worker)::
+
+    fm = FusedModel()                        # bundles/fused
+    st = fm.new_state()
+    fm.push_audio(st, pcm16k)                # every input chunk (float32, 16 kHz)
+    p = fm.end_of_turn_probability(st)       # after each push; fire when p > fm.eot_threshold
+    fm.start_reply(st)                       # <eot> <assistant>
+    while (piece := fm.next_text_piece(st)) is not None:
+        text += piece                        # the reply's transcript, piece by piece
+    tokens = fm.audio_tokens_for(clause)     # (K, T) codec tokens for a text clause
+    fm.reset_turn(st)                        # before the next user turn
+
+How it hears: 40 ms encoder frames; a frame whose greedy CTC argmax is a new
+non-blank piece *emits*, and the LM ingests one step for it at once (a soft
+token: the piece distribution times the token embeddings, plus a projection of
+the encoder state). So the LM is never behind the user, and no prefill burst
+happens at the end of the turn. The end-of-turn head reads every ingested
+step; :meth:`end_of_turn_probability` reports it once ``min_gap_ms`` of audio
+has passed with no new piece (0 while pieces keep coming).
+
+How it speaks: :meth:`audio_tokens_for` runs the audio head (characters ->
+durations -> voice latent ``z``) and quantizes ``z`` with the codec bundle's
+codebooks; :class:`models.codec.CodecDecoder` turns the tokens into PCM.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.bundle import Bundle, BundleError, load_manifest
+from models.features import N_MELS, SAMPLE_RATE, LogMel, LogMelStream
+from models.runtime import RuntimeOptions, create_session
+from models.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = ROOT / "bundles" / "fused"
+KIND = "fused"
+BLANK = 0
+CHARS = "".join(chr(c) for c in range(32, 127))
+
+
+class FusedError(ValueError):
+    """Wrong input (rate, shape) or a bundle the runtime cannot serve."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FusedOptions:
+    """Run-time knobs with safe, bounded defaults."""
+
+    runtime: RuntimeOptions | None = None
+    min_gap_ms: float | None = None  # silence (no new piece) before the head counts; None: manifest
+    max_user_steps: int = 64  # LM steps a user turn may use; later pieces are dropped
+    max_reply_tokens: int = 48
+    max_chars: int = 400  # audio head input bound
+
+
+@dataclass
+class FusedState:
+    """One session's state for the current turn; :meth:`FusedModel.reset_turn` clears it."""
+
+    mel: LogMelStream
+    mel_buf: np.ndarray  # (m, 80) mel frames not yet a whole encoder frame
+    enc_state: np.ndarray  # (L, 1, P, C)
+    cache_k: np.ndarray  # (L, 1, K, S, D)
+    cache_v: np.ndarray
+    position: int = 0
+    prev_top: int = BLANK
+    frames: int = 0  # encoder frames heard this turn
+    last_emit_frame: int = -1
+    eot_logit: float = -20.0
+    user_ids: list[int] = field(default_factory=list)  # greedy pieces heard (transcript)
+    reply_ids: list[int] = field(default_factory=list)
+    replying: bool = False
+    finished: bool = False
+    _next: int | None = None
+
+
+def rvq_graph(codebooks: np.ndarray) -> bytes:
+    """An ONNX graph ``x`` (N, D) -> ``tokens`` (N, K): greedy residual nearest-code search.
+
+    The same function as :func:`models.codec.encode_stacked`, built in memory from the
+    codec bundle's codebooks so it runs on ORT's thread budget (numpy's BLAS may spin
+    several threads on a shared CPU).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    cbs = codebooks.astype(np.float32)
+    nodes, inits = [], []
+    resid, outs = "x", []
+    for k, cb in enumerate(cbs):
+        inits += [numpy_helper.from_array(np.ascontiguousarray(cb.T), f"cbT{k}"),
+                  numpy_helper.from_array(cb, f"cb{k}"),
+                  numpy_helper.from_array((cb * cb).sum(1), f"n{k}")]  # fmt: skip
+        nodes += [
+            helper.make_node("MatMul", [resid, f"cbT{k}"], [f"dot{k}"]),
+            helper.make_node("Mul", [f"dot{k}", "minus2"], [f"m{k}"]),
+            helper.make_node("Add", [f"m{k}", f"n{k}"], [f"d{k}"]),
+            helper.make_node("ArgMin", [f"d{k}"], [f"i{k}"], axis=1, keepdims=1),
+            helper.make_node("Squeeze", [f"i{k}", "ax1"], [f"s{k}"]),
+            helper.make_node("Gather", [f"cb{k}", f"s{k}"], [f"q{k}"], axis=0),
+            helper.make_node("Sub", [resid, f"q{k}"], [f"r{k}"]),
+        ]
+        resid = f"r{k}"
+        outs.append(f"i{k}")
+    inits += [numpy_helper.from_array(np.array(-2.0, np.float32), "minus2"),
+              numpy_helper.from_array(np.array([1], np.int64), "ax1")]  # fmt: skip
+    nodes.append(helper.make_node("Concat", outs, ["tokens"], axis=1))
+    d = cbs.shape[2]
+    graph = helper.make_graph(
+        nodes, "rvq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", d])],
+        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["n", len(cbs)])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+class FusedModel:
+    """Shared weights of the fused model; see the module docstring."""
+
+    def __init__(self, bundle_dir: str | os.PathLike[str] = DEFAULT_BUNDLE,
+                 options: FusedOptions | None = None, *, verify: bool = True) -> None:  # fmt: skip
+        self.options = options or FusedOptions()
+        self.bundle: Bundle = load_manifest(bundle_dir, kind=KIND, verify=verify)
+        cfg = self.bundle.config
+        try:
+            self.stack = int(cfg["encoder"]["stack"])
+            self.enc_layers = int(cfg["encoder"]["n_layers"])
+            self.enc_dim = int(cfg["encoder"]["dim"])
+            self.state_len = int(cfg["encoder"]["state_len"])
+            m = cfg["model"]
+            self.vocab = int(m["vocab_size"])
+            self.cache_shape = (int(m["n_layers"]), 1, int(m["n_kv_heads"]), int(m["max_seq_len"]),
+                                int(m["d_model"]) // int(m["n_heads"]))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{self.bundle.root}: bad fused config: {e}") from None
+        self.max_seq_len = self.cache_shape[3]
+        eot_cfg = cfg.get("end_of_turn") or {}
+        #: the bundle's tuned decision threshold for :meth:`end_of_turn_probability`
+        self.eot_threshold = float(eot_cfg.get("threshold", 0.5))
+        self.min_gap_ms = float(self.options.min_gap_ms if self.options.min_gap_ms is not None
+                                else eot_cfg.get("min_gap_ms", 80.0))  # fmt: skip
+        ro = self.options.runtime
+        self.encoder = create_session(self.bundle.graph("encoder"), ro)
+        self.lm = create_session(self.bundle.graph("lm_step"), ro)
+        self.tok = Tokenizer.load(self.bundle.file("tokenizer"))
+        self.fe = LogMel()
+        self._onehot = np.eye(self.vocab, dtype=np.float32)
+        self._ids = {n: self.tok.special(n) for n in ("<bos>", "<user>", "<eot>", "<assistant>")}
+        self.audio_text = self.audio_frames = None
+        self.codebooks: np.ndarray | None = None
+        self.codec_stack = 4
+        if "audio_text" in self.bundle.graphs:
+            self.audio_text = create_session(self.bundle.graph("audio_text"), ro)
+            self.audio_frames = create_session(self.bundle.graph("audio_frames"), ro)
+            codec_dir = self.bundle.root.parent / str(cfg["audio"]["codec_bundle"])
+            if (codec_dir / "manifest.json").is_file():
+                from models.codec import CodecConfig, load_codebooks
+
+                self.codebooks = load_codebooks(codec_dir)
+                self.codec_stack = CodecConfig.from_bundle(codec_dir).stack
+                self.rvq = create_session(rvq_graph(self.codebooks), ro)
+
+    # ------------------------------------------------------------------ state
+
+    def new_state(self) -> FusedState:
+        st = FusedState(
+            mel=self.fe.new_stream(), mel_buf=np.zeros((0, N_MELS), np.float32),
+            enc_state=np.zeros((self.enc_layers, 1, self.state_len, self.enc_dim), np.float32),
+            cache_k=np.zeros(self.cache_shape, np.float32), cache_v=np.zeros(self.cache_shape, np.float32),
+        )  # fmt: skip
+        self.reset_turn(st)
+        return st
+
+    def reset_turn(self, st: FusedState) -> None:
+        """Forget the turn: audio state, KV cache; then feed ``<bos> <user>``."""
+        st.mel.reset()
+        st.mel_buf = np.zeros((0, N_MELS), np.float32)
+        st.enc_state.fill(0.0)
+        st.cache_k.fill(0.0)
+        st.cache_v.fill(0.0)
+        st.position = 0
+        st.prev_top = BLANK
+        st.frames = 0
+        st.last_emit_frame = -1
+        st.user_ids = []
+        st.reply_ids = []
+        st.replying = st.finished = False
+        st._next = None
+        logits, eot = self._lm_step(st, self._onehot[[self._ids["<bos>"], self._ids["<user>"]]],
+                                    np.zeros((2, self.enc_dim), np.float32))  # fmt: skip
+        st.eot_logit = float(eot[-1])
+
+    def _lm_step(
+        self, st: FusedState, probs: np.ndarray, enc: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        t = len(probs)
+        if st.position + t > self.max_seq_len:
+            raise FusedError(f"context full ({st.position} + {t} > {self.max_seq_len})")
+        logits, eot, st.cache_k, st.cache_v = self.lm.run(None, {
+            "probs": probs[None].astype(np.float32), "enc": enc[None].astype(np.float32),
+            "start_pos": np.array([st.position], np.int64), "cache_k": st.cache_k, "cache_v": st.cache_v,
+        })  # fmt: skip
+        st.position += t
+        return logits[0], eot[0]
+
+    # ------------------------------------------------------------------ hearing
+
+    def push_audio(self, st: FusedState, pcm16k: np.ndarray) -> None:
+        """Feed 16 kHz float32 mono audio; runs front end, encoder and LM ingestion."""
+        x = np.asarray(pcm16k, dtype=np.float32)
+        if x.ndim != 1:
+            raise FusedError(f"expected mono 1-D PCM at {SAMPLE_RATE} Hz, got shape {x.shape}")
+        if st.replying:
+            return
+        mel = st.mel.push(x)
+        buf = np.concatenate([st.mel_buf, mel]) if len(st.mel_buf) else mel
+        n = len(buf) // self.stack * self.stack
+        st.mel_buf = buf[n:]
+        if n == 0:
+            return
+        logits, hidden, st.enc_state = self.encoder.run(
+            None, {"mel": buf[None, :n], "state": st.enc_state}
+        )
+        logits, hidden = logits[0], hidden[0]
+        top = logits.argmax(-1)
+        for i in range(len(top)):
+            t = int(top[i])
+            if t != BLANK and t != st.prev_top and len(st.user_ids) < self.options.max_user_steps:
+                lg = logits[i].copy()
+                lg[BLANK] = -np.inf
+                _, eot = self._lm_step(st, _softmax(lg)[None], hidden[i][None])
+                st.eot_logit = float(eot[-1])
+                st.user_ids.append(t)
+                st.last_emit_frame = st.frames + i
+            st.prev_top = t
+        st.frames += len(top)
+
+    def heard_text(self, st: FusedState) -> str:
+        """Greedy transcript of the pieces heard this turn (for logs and transcripts)."""
+        return self.tok.decode(st.user_ids)
+
+    def end_of_turn_probability(self, st: FusedState) -> float:
+        """The end-of-turn head at the last heard piece, once ``min_gap_ms`` passed without a
+        new piece (else 0.0). Semantic: low after "what is seven plus", high after "... five"."""
+        if not st.user_ids:
+            return 0.0
+        gap_ms = (st.frames - 1 - st.last_emit_frame) * 10.0 * self.stack
+        if gap_ms < self.min_gap_ms:
+            return 0.0
+        return float(1.0 / (1.0 + np.exp(-st.eot_logit)))
+
+    # ------------------------------------------------------------------ replying
+
+    def start_reply(self, st: FusedState) -> None:
+        """Close the user turn (``<eot> <assistant>``) and choose the first reply piece."""
+        if st.replying:
+            return
+        probs = self._onehot[[self._ids["<eot>"], self._ids["<assistant>"]]]
+        logits, _ = self._lm_step(st, probs, np.zeros((2, self.enc_dim), np.float32))
+        st.replying = True
+        st._next = int(logits[-1].argmax())
+
+    def next_text_piece(self, st: FusedState) -> str | None:
+        """The next piece of the reply's transcript, or None when the reply is complete."""
+        if not st.replying:
+            raise FusedError("call start_reply first")
+        if st.finished or st._next is None:
+            return None
+        tid = st._next
+        if tid == self._ids["<eot>"] or len(st.reply_ids) >= self.options.max_reply_tokens \
+                or st.position >= self.max_seq_len:  # fmt: skip
+            st.finished = True
+            st._next = None
+            return None
+        st.reply_ids.append(tid)
+        logits, _ = self._lm_step(st, self._onehot[[tid]], np.zeros((1, self.enc_dim), np.float32))
+        st._next = int(logits[-1].argmax())
+        return self.tok.decode([tid])
+
+    def reply_text(self, st: FusedState) -> str:
+        return self.tok.decode(st.reply_ids)
+
+    # ------------------------------------------------------------------ speaking
+
+    def latent_for(self, text: str) -> np.ndarray:
+        """(192, Z) voice latent for ``text`` from the audio head."""
+        if self.audio_text is None or self.audio_frames is None:
+            raise FusedError("this bundle has no audio head")
+        text = text.strip()[: self.options.max_chars]
+        if not text:
+            return np.zeros((192, 0), np.float32)
+        chars = np.array([[CHARS.index(c) + 1 if c in CHARS else 1 for c in text]], np.int64)
+        hid, log_dur = self.audio_text.run(None, {"chars": chars})
+        dur = np.maximum(0, np.round(np.expm1(log_dur[0]))).astype(np.int64)
+        idx = np.repeat(np.arange(len(dur)), dur)
+        if len(idx) == 0:
+            return np.zeros((192, 0), np.float32)
+        starts = np.repeat(np.cumsum(dur) - dur, dur)
+        d_rep = np.repeat(dur, dur).astype(np.float32)
+        j = np.arange(len(idx)) - starts
+        pos = np.stack([(j + 0.5) / np.maximum(d_rep, 1), 1.0 / np.sqrt(np.maximum(d_rep, 1))], -1)
+        (z,) = self.audio_frames.run(None, {"frames": hid[:, idx].astype(np.float32),
+                                            "pos": pos[None].astype(np.float32)})  # fmt: skip
+        return np.ascontiguousarray(z[0].T)
+
+    def audio_tokens_for(self, text: str) -> np.ndarray:
+        """(K, T) int64 codec tokens speaking ``text`` (quantized with the codec's codebooks)."""
+        if self.codebooks is None:
+            raise FusedError("codec bundle (codebooks) not found next to the fused bundle")
+        from models.codec import stack_frames
+
+        z = self.latent_for(text)
+        if z.shape[1] == 0:
+            return np.zeros((len(self.codebooks), 0), np.int64)
+        (tokens,) = self.rvq.run(None, {"x": stack_frames(z, self.codec_stack)})
+        return np.ascontiguousarray(tokens.T)

@@ -1,0 +1,312 @@
+"""Evaluate the exported fused bundle through its numpy/ORT runtime (models.fused).
+
+    python -m models.training.eval_fused [--bundle bundles/fused] [--limit N] [--audio-limit N]
+
+On the project's held-out speech (data/fused/speech_eval_*: held-out voices
+and variants x held-out phrasings; see models.training.speech_data):
+
+- text answer exact match (normalized reply == normalized answer), per voice
+  group, after the whole utterance (incl. trailing silence) was pushed in 20 ms
+  chunks;
+- end of turn (threshold ``--threshold``): on complete questions, the share
+  that fires within [speech end, speech end + 200 ms], fires early (takeover) or
+  late/never; on questions with a 300-700 ms pause, the share that does not fire
+  during the pause; on incomplete questions, the share that never fires;
+- reply audio: pocketsphinx (general English) key-word hit rate of
+  audio-head tokens decoded by the codec, against joe itself (piper) and the
+  oracle codec tokens, on held-out reply sentences (never audio targets) and on
+  trained ones, reported apart;
+- per-call latencies of the runtime on this CPU (one ORT thread).
+
+Writes reports/fused_eval.md and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.domain import (
+    answer_sentences,
+    audio_heldout_answers,
+    generate_corpus,
+    key_word_hit,
+    normalize,
+)
+from models.fused import DEFAULT_BUNDLE, FusedModel, FusedOptions
+
+CHUNK = 320  # 20 ms at 16 kHz
+
+
+def run_item(fm: FusedModel, it: dict[str, Any], threshold: float, times: dict[str, list[float]],
+             vad: Any = None, vad_silence_ms: float = 100.0) -> dict[str, Any]:  # fmt: skip
+    """Push the utterance in 20 ms chunks; record when each end-of-turn rule fires, then reply.
+
+    Rules: "gap" = the runtime's own ``end_of_turn_probability`` (head at the last piece,
+    after ``min_gap_ms`` without a new piece); "vad" = the head at the last piece (no gap)
+    once Silero VAD has heard ``vad_silence_ms`` of silence, as a server would combine them.
+    """
+    pcm = it["pcm"].astype(np.float32) / 32767
+    st = fm.new_state()
+    fire = fire_vad = None
+    silence = 0
+    vs = None
+    if vad is not None:
+        from streaming.vad import VadStream
+
+        vs = VadStream(vad)
+    for i in range(0, len(pcm), CHUNK):
+        chunk = pcm[i : i + CHUNK]
+        t0 = time.perf_counter()
+        fm.push_audio(st, chunk)
+        times["push_audio(20ms)"].append(time.perf_counter() - t0)
+        if fire is None and fm.end_of_turn_probability(st) > threshold:
+            fire = i + len(chunk)  # samples heard when it fired
+        if vs is not None:
+            vs.push(chunk)
+            while (w := vs.take_window()) is not None:
+                silence = silence + len(w) if vad.process(vs.state, w) < 0.5 else 0
+            head = 1.0 / (1.0 + np.exp(-st.eot_logit)) if st.user_ids else 0.0
+            if fire_vad is None and silence >= vad_silence_ms * 16 and head > threshold:
+                fire_vad = i + len(chunk)
+    t0 = time.perf_counter()
+    fm.start_reply(st)
+    times["start_reply"].append(time.perf_counter() - t0)
+    pieces = []
+    while True:
+        t0 = time.perf_counter()
+        p = fm.next_text_piece(st)
+        times["next_text_piece"].append(time.perf_counter() - t0)
+        if p is None:
+            break
+        pieces.append(p)
+    reply = "".join(pieces)
+    return {"reply": reply, "heard": fm.heard_text(st), "fire": fire, "fire_vad": fire_vad,
+            "ok": normalize(reply) == normalize(it["answer"])}  # fmt: skip
+
+
+def eval_text(
+    fm: FusedModel, items: list[dict[str, Any]], threshold: float
+) -> tuple[list[str], dict]:
+    times: dict[str, list[float]] = {
+        "push_audio(20ms)": [],
+        "start_reply": [],
+        "next_text_piece": [],
+    }
+    per: dict[str, list[int]] = {}
+    skill: dict[str, list[int]] = {}
+    eot = {r: {"complete": [0, 0, 0, 0], "pause_ok": [0, 0], "incomplete_silent": [0, 0]}
+           for r in ("fire", "fire_vad")}  # fmt: skip
+    vad = None
+    try:
+        from streaming.vad import SileroVad
+
+        vad = SileroVad()
+    except Exception as e:  # noqa: BLE001 - the VAD rule is optional
+        print(f"no Silero VAD ({e}); VAD-gated rule skipped")
+    examples = []
+    t_all = time.time()
+    for n, it in enumerate(items):
+        r = run_item(fm, it, threshold, times, vad)
+        g = per.setdefault(it["group"], [0, 0])
+        g[0] += r["ok"]
+        g[1] += 1
+        s = skill.setdefault(it["skill"], [0, 0])
+        s[0] += r["ok"]
+        s[1] += 1
+        if not r["ok"] and len(examples) < 12:
+            examples.append(
+                f"- [{it['group']}] heard `{r['heard']}` for `{it['text']}` -> `{r['reply']}`"
+            )
+        for rule in ("fire", "fire_vad"):
+            e = eot[rule]
+            end, fire = it["end"], r[rule]
+            if it["skill"] == "incomplete":
+                e["incomplete_silent"][0] += fire is None
+                e["incomplete_silent"][1] += 1
+            else:
+                c = e["complete"]
+                c[3] += 1
+                if fire is not None and fire >= end:
+                    e.setdefault("delays", []).append((fire - end) / 16.0)
+                if fire is None or fire > end + 3200:
+                    c[2] += 1  # late or never
+                elif fire < end:
+                    c[1] += 1  # before the speech ended
+                else:
+                    c[0] += 1
+            if it["pause"] is not None:
+                p0, p1 = it["pause"]
+                e["pause_ok"][0] += not (fire is not None and p0 <= fire - CHUNK < p1)
+                e["pause_ok"][1] += 1
+        if (n + 1) % 50 == 0:
+            print(f"  {n + 1}/{len(items)} items, {time.time() - t_all:.0f}s", flush=True)
+    tot = [sum(v[0] for v in per.values()), sum(v[1] for v in per.values())]
+    lines = ["## Text answer from held-out speech (exact match after normalization)", "",
+             "| voice group | n | exact |", "|---|---|---|"]  # fmt: skip
+    for k, v in sorted(per.items()):
+        lines.append(f"| {k} | {v[1]} | {v[0] / v[1]:.3f} |")
+    lines.append(f"| **all** | {tot[1]} | **{tot[0] / max(1, tot[1]):.3f}** |")
+    lines += ["", "| skill | n | exact |", "|---|---|---|"]
+    for k, v in sorted(skill.items()):
+        lines.append(f"| {k} | {v[1]} | {v[0] / v[1]:.3f} |")
+    for rule, title in (("fire", f"runtime rule: head > {threshold} after {fm.min_gap_ms:.0f} ms "
+                                  "without a new piece"),
+                        ("fire_vad", f"server-style rule: head > {threshold} at the last piece and "
+                                     "Silero VAD silence >= 100 ms")):  # fmt: skip
+        e = eot[rule]
+        c = e["complete"]
+        lines += ["", f"## End of turn, {title}", "",
+                  f"- complete questions (n={c[3]}): fired within 200 ms after speech end "
+                  f"{c[0] / max(1, c[3]):.3f}; before speech end {c[1] / max(1, c[3]):.3f}; "
+                  f"later or never {c[2] / max(1, c[3]):.3f}",
+                  f"- delay after speech end when it fired after the end (ms): p50 "
+                  f"{np.percentile(e.get('delays', [0]), 50):.0f}, p90 {np.percentile(e.get('delays', [0]), 90):.0f}",
+                  f"- questions with a 300-700 ms pause (n={e['pause_ok'][1]}): no fire during the "
+                  f"pause {e['pause_ok'][0] / max(1, e['pause_ok'][1]):.3f}",
+                  f"- incomplete questions (n={e['incomplete_silent'][1]}): never fired "
+                  f"{e['incomplete_silent'][0] / max(1, e['incomplete_silent'][1]):.3f}"]  # fmt: skip
+    lines += [
+              "", "Some failures:", *examples]  # fmt: skip
+    return lines, times
+
+
+def eval_audio(fm: FusedModel, limit: int, times: dict[str, list[float]]) -> list[str]:
+    from models.codec import CodecDecoder, encode_latent, load_codebooks
+    from models.training.codec_eval import Transcriber
+    from models.training.piper_z import PiperTextToZ
+    from models.tts import PiperTTS
+
+    codec_dir = fm.bundle.root.parent / "codec"
+    dec = CodecDecoder(codec_dir)
+    cbs = load_codebooks(codec_dir)
+    tz = PiperTextToZ.load()
+    tts = PiperTTS()
+    asr = Transcriber()
+    held = sorted(audio_heldout_answers())
+    key = {e.answer: e.key_word for e in generate_corpus(0)}
+    trained = [s for s in answer_sentences() if s not in set(held) and s in key]
+    rng = np.random.default_rng(0)
+    trained = [
+        trained[i] for i in rng.choice(len(trained), min(limit, len(trained)), replace=False)
+    ]
+    lines = ["", "## Reply audio: pocketsphinx key-word hit rate", "",
+             "| sentences | n | joe (piper) | oracle codec tokens | fused audio head | head / joe |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, sents in (("held out of audio targets", held[:limit]), ("trained", trained)):
+        hits = np.zeros(3)
+        for s in sents:
+            kw = key[s]
+            hits[0] += key_word_hit(asr(tts.synthesize(s), tts.sample_rate), kw)
+            r = tz.synthesize(s)
+            hits[1] += key_word_hit(
+                asr(dec.decode_all(encode_latent(r.z, cbs, fm.codec_stack)), 22050), kw
+            )
+            t0 = time.perf_counter()
+            toks = fm.audio_tokens_for(s)
+            times["audio_tokens_for(sentence)"].append(time.perf_counter() - t0)
+            hits[2] += key_word_hit(asr(dec.decode_all(toks), 22050), kw)
+        r_ = hits / max(1, len(sents))
+        lines.append(f"| {name} | {len(sents)} | {r_[0]:.3f} | {r_[1]:.3f} | {r_[2]:.3f} | "
+                     f"{r_[2] / max(1e-9, r_[0]):.2f} |")  # fmt: skip
+    return lines
+
+
+def parity(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
+    """Max |torch - ORT| of the shipped graphs on real speech (needs runs/fused checkpoints)."""
+    import torch
+
+    from models.training.export_fused import load_trained
+
+    m = load_trained()
+    enc, lm = m["encoder"], m["lm"]
+    diffs = {"encoder logits (ORT streamed 40-200 ms chunks vs torch offline)": 0.0,
+             "lm_step logits": 0.0, "lm_step eot": 0.0, "audio z": 0.0}  # fmt: skip
+    rng = np.random.default_rng(0)
+    for it in items[:5]:
+        mel = fm.fe.compute(it["pcm"].astype(np.float32) / 32767)
+        n = len(mel) // 4 * 4
+        with torch.no_grad():
+            ref, _, _ = enc(torch.from_numpy(mel[None, :n]), enc.empty_state(1))
+        st = np.zeros((fm.enc_layers, 1, fm.state_len, fm.enc_dim), np.float32)
+        outs, a = [], 0
+        while a < n:
+            b = min(n, a + 4 * int(rng.integers(1, 6)))
+            o, _, st = fm.encoder.run(None, {"mel": mel[None, a:b], "state": st})
+            outs.append(o)
+            a = b
+        k = next(iter(diffs))
+        diffs[k] = max(diffs[k], float(np.abs(np.concatenate(outs, 1) - ref.numpy()).max()))
+    probs = rng.dirichlet(np.ones(fm.vocab) * 0.05, size=(1, 6)).astype(np.float32)
+    encx = rng.standard_normal((1, 6, fm.enc_dim)).astype(np.float32)
+    ck = np.zeros(fm.cache_shape, np.float32)
+    lo, eo, _, _ = fm.lm.run(None, {"probs": probs, "enc": encx, "start_pos": np.array([0]),
+                                    "cache_k": ck, "cache_v": ck.copy()})  # fmt: skip
+    with torch.no_grad():
+        lt, et, _ = lm(torch.from_numpy(probs), torch.from_numpy(encx))
+    diffs["lm_step logits"] = float(np.abs(lo - lt.numpy()).max())
+    diffs["lm_step eot"] = float(np.abs(eo - et.numpy()).max())
+    if "audio_text" in m:
+        s = "The capital of Peru is Lima."
+        z = fm.latent_for(s)
+        from models.training.fused import char_ids, regulate_indices
+
+        with torch.no_grad():
+            h, ld = m["audio_text"](torch.tensor([char_ids(s)]))
+            dur = torch.clamp(torch.round(torch.expm1(ld[0])), min=0).long().tolist()
+            gi, gp = regulate_indices(dur)
+            zt = m["audio_frames"](h[:, gi], torch.tensor([gp], dtype=torch.float32))[0].T.numpy()
+        diffs["audio z"] = float(np.abs(z - zt).max()) if z.shape == zt.shape else float("nan")
+    lines = ["", "## Torch (fp32 checkpoints) vs ONNX Runtime (shipped bundle) max abs diff", ""]
+    lines += [f"- {k}: {v:.2e}" for k, v in diffs.items()]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    ap.add_argument("--speech", type=Path, default=Path("data/fused/speech_eval_s0_n480.npy"))
+    ap.add_argument("--limit", type=int, default=480)
+    ap.add_argument("--audio-limit", type=int, default=58)
+    ap.add_argument("--threshold", type=float, default=None, help="default: the bundle's")
+    ap.add_argument("--min-gap-ms", type=float, default=None, help="default: the bundle's")
+    ap.add_argument("--no-audio", action="store_true")
+    ap.add_argument("--parity-only", action="store_true")
+    args = ap.parse_args(argv)
+    fm = FusedModel(args.bundle, FusedOptions(min_gap_ms=args.min_gap_ms))
+    items = list(np.load(args.speech, allow_pickle=True))[: args.limit]
+    lines = [f"# Fused model eval ({fm.bundle.root}, {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} CPUs, 1 ORT thread)", ""]  # fmt: skip
+    if args.parity_only:
+        print("\n".join(parity(fm, items)))
+        return
+    thr = fm.eot_threshold if args.threshold is None else args.threshold
+    text_lines, times = eval_text(fm, items, thr)
+    lines += text_lines
+    times["audio_tokens_for(sentence)"] = []
+    if not args.no_audio:
+        try:
+            lines += eval_audio(fm, args.audio_limit, times)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            lines += ["", f"reply audio eval failed: {type(e).__name__}: {e}"]
+    lines += ["", "## Per-call latency on this CPU (ms)", "", "| call | n | p50 | p90 | max |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for k, v in times.items():
+        if v:
+            a = np.array(v) * 1000
+            lines.append(f"| {k} | {len(a)} | {np.percentile(a, 50):.2f} | {np.percentile(a, 90):.2f} | "
+                         f"{a.max():.2f} |")  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    Path("reports").mkdir(exist_ok=True)
+    Path("reports/fused_eval.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""User speech for the fused model: synthesis, perturbation and a feature cache.
+
+Voices (../shared/BUILTIN_ASSISTANT.md): espeak-ng families x variants, flite
+awb/rms/slt, and the piper joe voice with varied scales. Every utterance gets
+a vocal-tract-length/pitch/tempo change (resampling trick), level, noise,
+reverb and a simple EQ, leading and trailing silence, and with some
+probability a 300-700 ms pause at a word boundary (synthesised in two parts).
+
+Held out (never trained on; the project's own held-out voices):
+
+* espeak-ng families ``en-gb-scotland`` and ``en-029`` (any variant);
+* espeak-ng variants ``f4``, ``m7``, ``Annie``, ``edward`` (with any family);
+* flite ``rms``.
+
+Each item is a pure function of (seed, index): a corpus example, a voice and
+perturbation parameters. Cached as log-mel features (float16) under
+``data/fused/``::
+
+    python -m models.training.speech_data --n-train 6000 --n-eval 600   # both caches
+
+An eval item additionally keeps its 16 kHz PCM (int16) so the eval can run
+the real streaming runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from models.domain import Example, generate_corpus, normalize
+from models.features import SAMPLE_RATE, LogMel
+from streaming.audio import resample
+
+DATA_DIR = Path("data/fused")
+
+ESPEAK_FAMILIES_TRAIN = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+ESPEAK_FAMILIES_HELD = ("en-gb-scotland", "en-029")
+ESPEAK_VARIANTS_TRAIN = (
+    "", "m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3", "f5", "klatt", "klatt3",
+    "Andy", "adam", "belinda", "benjamin", "caleb", "david", "grandma", "grandpa",
+    "linda", "max", "paul", "robert", "steph", "travis", "Alicia", "aunty",
+)  # fmt: skip
+ESPEAK_VARIANTS_HELD = ("f4", "m7", "Annie", "edward")
+FLITE_TRAIN = ("awb", "slt")
+FLITE_HELD = ("rms",)
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str  # espeak | flite | joe
+    name: str  # family+variant, flite voice, or "joe"
+    group: str  # reporting group, e.g. "espeak-train", "espeak-heldout-family"
+
+
+def train_voices() -> list[Voice]:
+    out = [Voice("espeak", f + (f"+{v}" if v else ""), "espeak-train")
+           for f in ESPEAK_FAMILIES_TRAIN for v in ESPEAK_VARIANTS_TRAIN]  # fmt: skip
+    out += [Voice("flite", v, f"flite-{v}") for v in FLITE_TRAIN]
+    out += [Voice("joe", "joe", "joe")]
+    return out
+
+
+def eval_voices() -> list[Voice]:
+    fam = [Voice("espeak", f + (f"+{v}" if v else ""), "espeak-heldout-family")
+           for f in ESPEAK_FAMILIES_HELD for v in ("", "m3", "f2", "klatt")]  # fmt: skip
+    var = [Voice("espeak", f"{f}+{v}", "espeak-heldout-variant")
+           for f in ("en-us", "en-gb") for v in ESPEAK_VARIANTS_HELD]  # fmt: skip
+    return fam + var + [Voice("flite", "rms", "flite-rms")]
+
+
+def _rng(seed: int, key: str) -> random.Random:
+    return random.Random(
+        int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big")
+    )
+
+
+# --------------------------------------------------------------------------- synthesis
+
+_JOE: Any = None
+
+
+def _read(path: str) -> np.ndarray:
+    a, sr = sf.read(path, dtype="float32", always_2d=False)
+    if a.ndim > 1:
+        a = a.mean(axis=1)
+    return resample(a, sr, SAMPLE_RATE).astype(np.float32) if sr != SAMPLE_RATE else a
+
+
+def synth(voice: Voice, text: str, rng: random.Random) -> np.ndarray:
+    """16 kHz float32 speech of ``text`` in ``voice`` with random engine-level tempo/pitch."""
+    global _JOE
+    if voice.engine == "joe":
+        from piper import PiperVoice
+        from piper.config import SynthesisConfig
+
+        from models.tts import joe_voice_path
+
+        if _JOE is None:
+            _JOE = PiperVoice.load(joe_voice_path())
+        cfg = SynthesisConfig(
+            length_scale=rng.uniform(0.8, 1.3), noise_scale=rng.uniform(0.3, 0.9),
+            noise_w_scale=rng.uniform(0.4, 1.1),
+        )  # fmt: skip
+        parts = [np.asarray(_JOE.phoneme_ids_to_audio(_JOE.phonemes_to_ids(p), cfg), np.float32)
+                 for p in _JOE.phonemize(text) if p]  # fmt: skip
+        a = np.concatenate(parts)
+        return resample(a, _JOE.config.sample_rate, SAMPLE_RATE).astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        wav = os.path.join(d, "a.wav")
+        if voice.engine == "espeak":
+            cmd = ["espeak-ng", "-v", voice.name, "-s", str(rng.randint(120, 210)),
+                   "-p", str(rng.randint(20, 80)), "-w", wav, text]  # fmt: skip
+        else:
+            cmd = ["flite", "-voice", voice.name, "--setf",
+                   f"duration_stretch={rng.uniform(0.8, 1.35):.3f}", "-t", text, "-o", wav]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+        return _read(wav)
+
+
+def _trim(a: np.ndarray) -> np.ndarray:
+    win = 160
+    n = len(a) // win
+    if n == 0:
+        return a
+    rms = np.sqrt(np.mean(a[: n * win].reshape(n, win) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(rms > 10 ** (-45 / 20) * max(1e-4, float(np.abs(a).max())) * 10)
+    if len(loud) == 0:
+        return a
+    return a[loud[0] * win : (loud[-1] + 1) * win]
+
+
+def perturb(a: np.ndarray, rng: random.Random) -> np.ndarray:
+    """VTL/pitch/tempo (resample), EQ, reverb; level and noise are applied after padding."""
+    factor = rng.uniform(0.85, 1.15)  # >1: higher formants and pitch, faster
+    if abs(factor - 1) > 0.01:
+        import soxr
+
+        a = soxr.resample(a, SAMPLE_RATE * factor, SAMPLE_RATE).astype(np.float32)
+    if rng.random() < 0.5:  # one-pole tilt EQ
+        alpha = rng.uniform(0.0, 0.6)
+        if rng.random() < 0.5:  # low-pass
+            h = (1 - alpha) * alpha ** np.arange(32)  # truncated one-pole response
+            a = np.convolve(a, h.astype(np.float32))[: len(a)].astype(np.float32)
+        else:  # pre-emphasis style high boost
+            a = np.concatenate([a[:1], a[1:] - alpha * a[:-1]]).astype(np.float32)
+    if rng.random() < 0.35:  # exponentially decaying noise room response
+        rt60 = rng.uniform(0.1, 0.5)
+        n = int(rt60 * SAMPLE_RATE)
+        t = np.arange(n) / SAMPLE_RATE
+        nr = np.random.default_rng(rng.getrandbits(32))
+        ir = nr.standard_normal(n) * np.exp(-6.9 * t / rt60)
+        ir[0] = 1.0 / rng.uniform(0.1, 0.6)
+        ir = ir / np.sqrt(np.sum(ir**2))
+        a = np.convolve(a, ir.astype(np.float32))[: len(a) + n // 2].astype(np.float32)
+    return a
+
+
+@dataclass
+class Utterance:
+    text: str  # normalized question (the CTC target's text)
+    answer: str
+    skill: str
+    voice: str
+    group: str
+    pcm: np.ndarray  # 16 kHz float32
+    speech_start: int  # samples
+    speech_end: int
+    pause: tuple[int, int] | None  # (start, end) samples of the inserted pause
+
+
+def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: float) -> Utterance:
+    text = normalize(ex.question)
+    words = text.split()
+    pause_at = None
+    if len(words) >= 2 and rng.random() < pause_prob:
+        pause_at = rng.randrange(1, len(words))
+    if pause_at is None:
+        segs = [perturb(_trim(synth(voice, text, rng)), rng)]
+    else:
+        sub = rng.getstate()
+        a = _trim(synth(voice, " ".join(words[:pause_at]), rng))
+        b = _trim(synth(voice, " ".join(words[pause_at:]), rng))
+        rng.setstate(sub)
+        pa = perturb(a, rng)
+        rng.setstate(sub)  # the same perturbation for both halves
+        segs = [pa, perturb(b, rng)]
+    lead = int(rng.uniform(0.15, 0.5) * SAMPLE_RATE)
+    tail = int(rng.uniform(0.5, 0.9) * SAMPLE_RATE)
+    gap = int(rng.uniform(0.3, 0.7) * SAMPLE_RATE)
+    pieces = [np.zeros(lead, np.float32), segs[0]]
+    pause = None
+    if len(segs) == 2:
+        p0 = lead + len(segs[0])
+        pause = (p0, p0 + gap)
+        pieces += [np.zeros(gap, np.float32), segs[1]]
+    pieces.append(np.zeros(tail, np.float32))
+    clean = np.concatenate(pieces)
+    peak = float(np.abs(clean).max()) + 1e-9
+    clean = clean / peak * 10 ** (rng.uniform(-26, -3) / 20)
+    end = lead + sum(len(s) for s in segs) + (gap if pause else 0)
+    nr = np.random.default_rng(rng.getrandbits(32))
+    noise = nr.standard_normal(len(clean)).astype(np.float32)
+    if rng.random() < 0.5:  # pinkish
+        noise = np.cumsum(noise) * 0.05
+        noise -= np.convolve(noise, np.ones(64) / 64, mode="same")
+    sig_rms = float(np.sqrt(np.mean(clean[lead:end] ** 2)) + 1e-9)
+    snr = rng.uniform(12, 45)
+    noise *= sig_rms / (float(np.sqrt(np.mean(noise**2))) + 1e-9) * 10 ** (-snr / 20)
+    pcm = np.clip(clean + noise, -1, 1).astype(np.float32)
+    return Utterance(text, ex.answer, ex.skill, voice.name, voice.group, pcm, lead, end, pause)
+
+
+# --------------------------------------------------------------------------- item plan
+
+
+def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]:
+    """Deterministic (example, voice, item seed) for ``n`` items of ``split`` ("train"/"eval")."""
+    corpus = generate_corpus(seed)
+    rng = random.Random(f"plan:{seed}:{split}")
+    if split == "train":
+        pool = [e for e in corpus if e.split == "train"]
+        voices = train_voices()
+        espeak = [v for v in voices if v.engine == "espeak"]
+        other = {v.name: v for v in voices if v.engine != "espeak"}
+    else:
+        pool = [e for e in corpus if e.split == "heldout"]
+        voices = eval_voices()
+    # Balance skills so rare skills (greeting...) are heard enough.
+    by_skill: dict[str, list[Example]] = {}
+    for e in pool:
+        by_skill.setdefault(e.skill, []).append(e)
+    skills = sorted(by_skill)
+    weights = {"fallback": 1.5, "incomplete": 1.5, "multiplication": 1.5, "addition": 1.3,
+               "subtraction": 1.3, "capitals": 1.2, "counting": 1.2, "spelling": 1.2}  # fmt: skip
+    w = np.array([weights.get(s, 0.6) for s in skills])
+    w /= w.sum()
+    out = []
+    for i in range(n):
+        skill = skills[min(len(skills) - 1, int(np.searchsorted(np.cumsum(w), rng.random())))]
+        ex = rng.choice(by_skill[skill])
+        if split == "train":
+            r = rng.random()
+            if r < 0.7:
+                v = rng.choice(espeak)
+            elif r < 0.81:
+                v = other["awb"]
+            elif r < 0.92:
+                v = other["slt"]
+            else:
+                v = other["joe"]
+        else:
+            v = voices[i % len(voices)]
+        out.append((ex, v, rng.getrandbits(32)))
+    return out
+
+
+_FE: LogMel | None = None
+
+
+def _work(args: tuple[Example, Voice, int, float, bool]) -> dict[str, Any]:
+    global _FE
+    ex, voice, s, pause_prob, keep_pcm = args
+    if _FE is None:
+        _FE = LogMel()
+    u = make_utterance(ex, voice, random.Random(s), pause_prob)
+    d: dict[str, Any] = {
+        "text": u.text, "answer": u.answer, "skill": u.skill, "voice": u.voice,
+        "group": u.group, "start": u.speech_start, "end": u.speech_end,
+        "pause": u.pause, "mel": _FE.compute(u.pcm).astype(np.float16),
+    }  # fmt: skip
+    if keep_pcm:
+        d["pcm"] = (u.pcm * 32767).astype(np.int16)
+    return d
+
+
+def build_cache(
+    path: Path, seed: int, n: int, split: str, pause_prob: float, workers: int, offset: int = 0
+) -> None:
+    plan = item_plan(seed, n, split)[offset:]
+    n = len(plan)
+    keep = split == "eval"
+    jobs = [(ex, v, s, pause_prob, keep) for ex, v, s in plan]
+    items: list[dict[str, Any]] = []
+    t0 = time.time()
+    with Pool(workers) as pool:
+        for i, d in enumerate(pool.imap(_work, jobs, chunksize=8)):
+            items.append(d)
+            if (i + 1) % 200 == 0 or i + 1 == n:
+                el = time.time() - t0
+                print(f"[{split}] {i + 1}/{n} utterances  {el:.0f}s  eta {el / (i + 1) * (n - i - 1):.0f}s",
+                      flush=True)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, np.array(items, dtype=object), allow_pickle=True)
+    os.replace(tmp, path)
+
+
+def load_cache(path: Path) -> list[dict[str, Any]]:
+    return list(np.load(path, allow_pickle=True))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=4000)
+    ap.add_argument("--n-eval", type=int, default=600)
+    ap.add_argument("--pause-prob", type=float, default=0.25)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--only", choices=("train", "eval"), default=None)
+    ap.add_argument(
+        "--offset", type=int, default=0, help="train: only items [offset, n) (extends a cache)"
+    )
+    args = ap.parse_args(argv)
+    if shutil.which("espeak-ng") is None or shutil.which("flite") is None:
+        sys.exit("espeak-ng and flite are required")
+    for split, n in (("eval", args.n_eval), ("train", args.n_train)):
+        if args.only and split != args.only:
+            continue
+        offset = args.offset if split == "train" else 0
+        tail = f"_from{offset}" if offset else ""
+        path = DATA_DIR / f"speech_{split}_s{args.seed}_n{n}{tail}.npy"
+        if path.exists():
+            print(f"{path} exists")
+            continue
+        pause = args.pause_prob if split == "train" else 0.35
+        build_cache(path, args.seed, n, split, pause, args.workers, offset)
+
+
+if __name__ == "__main__":
+    main()
