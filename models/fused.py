@@ -252,6 +252,20 @@ class FusedModel:
             st.prev_top = t
         st.frames += len(top)
 
+    def push_text(self, st: FusedState, text: str) -> None:
+        """Text input instead of speech: the LM reads ``text`` as exact (one-hot) pieces."""
+        from models.domain import normalize
+
+        if st.replying:
+            raise FusedError("the turn is already being answered; reset_turn first")
+        room = self.options.max_user_steps - len(st.user_ids)
+        ids = self.tok.encode(normalize(text))[: max(0, room)]
+        if not ids:
+            return
+        _, eot = self._lm_step(st, self._onehot[ids], np.zeros((len(ids), self.enc_dim), np.float32))
+        st.eot_logit = float(eot[-1])
+        st.user_ids.extend(ids)
+
     def heard_text(self, st: FusedState) -> str:
         """Greedy transcript of the pieces heard this turn (for logs and transcripts)."""
         return self.tok.decode(st.user_ids)

@@ -140,7 +140,7 @@ class FusedSession(PipelineSession):
         if turn.text is not None:  # text input: the LM reads it as exact (one-hot) pieces
             spec = None
             await run(m.reset_turn, self.state)
-            await run(m.push_text, self.state, turn.text)  # type: ignore[attr-defined]
+            await run(m.push_text, self.state, turn.text)
         if spec is not None and spec.pieces != len(self.state.user_ids):
             spec = None  # something was heard after it was made
         heard = m.heard_text(self.state)
@@ -218,14 +218,20 @@ class FusedPipeline(Pipeline):
     name = "fused"
     description = "one audio-token model: streaming encoder + LM + audio head, codec decoder"
     default_turn_mode = "semantic"
-    turn_defaults = {"mode": "semantic", "stop_ms": 1500.0, "min_silence_ms": 64.0}  # noqa: RUF012
-    speculate_above = 0.5  # end-of-turn probability at which a reply is begun in advance
-
     def __init__(self, cfg: ServerConfig) -> None:
         opts = RuntimeOptions(device=cfg.device, intra_op_threads=cfg.ort_threads)
         bundles = Path(cfg.bundles_dir)
         self.model = FusedModel(bundles / "fused", options=FusedOptions(runtime=opts))
         self.codec = CodecDecoder(bundles / "codec", options=opts)
+        # The end-of-turn threshold was tuned with the model (its manifest); speculation
+        # begins a reply as soon as the head crosses it, before the VAD confirms.
+        self.speculate_above = self.model.eot_threshold
+        self.turn_defaults = {
+            "mode": "semantic",
+            "stop_ms": 1500.0,
+            "min_silence_ms": 64.0,
+            "eot_threshold": self.model.eot_threshold,
+        }
 
     def warmup(self) -> None:
         st = self.model.new_state()
