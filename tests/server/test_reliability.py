@@ -148,3 +148,49 @@ def test_emit_queue_bound_is_explicit() -> None:
     cfg = ServerConfig()
     assert cfg.output_queue_messages > 0 and cfg.input_queue_messages > 0
     assert isinstance(ev.Error("x", "y"), ev.Error)
+
+
+class _Boom(Exception):
+    pass
+
+
+async def test_a_stage_that_raises_mid_response_sends_an_error_and_the_session_recovers(start_server_with) -> None:
+    import numpy as np
+
+    from server.pipelines.base import Pipeline, PipelineSession, ReplyAudio, ReplyText
+
+    class FlakySession(PipelineSession):
+        calls = 0
+
+        async def respond(self, turn):  # type: ignore[no-untyped-def]
+            FlakySession.calls += 1
+            yield ReplyText("first words")
+            yield ReplyAudio(np.full(1600, 0.1, np.float32), 16000)
+            if FlakySession.calls == 1:
+                raise _Boom("the TTS fell over")
+            yield ReplyText("second reply")
+
+    class Flaky(Pipeline):
+        name = "flaky"
+
+        def open_session(self, worker):  # type: ignore[no-untyped-def]
+            return FlakySession()
+
+    rs, stop = await start_server_with()
+    rs.app.pipelines["flaky"] = Flaky()
+    try:
+        rec = Received()
+        async with connect(rs.url) as ws:
+            rec.add(await ws.recv())
+            await ws.send(json.dumps({"type": "session.update", "session": {"pipeline": "flaky"}}))
+            await ws.send(json.dumps({"type": "input.text", "text": "one"}))
+            await collect_until(ws, rec, lambda e: e["type"] == "response.done")
+            await ws.send(json.dumps({"type": "input.text", "text": "two"}))
+            await collect_until(ws, rec, lambda e: e["type"] == "response.done" and e["response_id"] == 2)
+        first, second = rec.of("response.done")
+        assert first["status"] == "failed" and second["status"] == "completed"
+        err = [e for e in rec.of("error") if e["code"] == "pipeline_error"]
+        assert len(err) == 1 and "TTS fell over" in err[0]["message"] and not err[0]["fatal"]
+        assert second["text"] == "first wordssecond reply"
+    finally:
+        await stop()
