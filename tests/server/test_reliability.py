@@ -194,3 +194,23 @@ async def test_a_stage_that_raises_mid_response_sends_an_error_and_the_session_r
         assert second["text"] == "first wordssecond reply"
     finally:
         await stop()
+
+
+async def test_oversized_messages(start_server_with) -> None:
+    rs, stop = await start_server_with(max_message_bytes=65536)
+    try:
+        rec = Received()
+        async with connect(rs.url, max_size=None) as ws:
+            rec.add(await ws.recv())
+            await ws.send(json.dumps({"type": "session.update", "session": {"limits": {"max_message_bytes": 2048}}}))
+            await ws.send(b"\x00\x00" * 2048)  # 4096 bytes: over the session's own limit
+            await ws.send(json.dumps({"type": "ping", "event_id": "after"}))
+            await collect_until(ws, rec, lambda e: e["type"] == "pong")
+            assert [e["code"] for e in rec.of("error")] == ["message_too_large"]
+            assert rec.of("pong")[0]["input_samples"] == 0  # the oversized audio was not accepted
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.send(b"\x00" * (4 * 65536))  # beyond what the websocket layer takes
+                await asyncio.wait_for(ws.recv(), 5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    finally:
+        await stop()
