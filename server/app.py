@@ -27,21 +27,20 @@ def build_app(cfg: ServerConfig) -> App:
         reasons.append(f"VAD failed to load: {e}")
     pipelines, skipped = build_pipelines(cfg)
     worker = InferenceWorker(vad)
-    app = App(cfg=cfg, pipelines=pipelines, worker=worker)
+    app = App(cfg=cfg, pipelines=pipelines, worker=worker, skipped=skipped)
     if not pipelines:
         reasons.append("no pipeline loaded: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     elif cfg.pipelines_required and skipped:
         reasons += [f"pipeline {k} failed to load: {v}" for k, v in skipped.items()]
+    app.load_problems = reasons
     app.not_ready_reason = "; ".join(reasons) or "warming up"
-    app.__dict__["skipped"] = skipped
-    app.__dict__["load_problems"] = reasons
     return app
 
 
 async def warm_up(app: App) -> None:
     """Run each pipeline's warm-up in the worker, then mark the app ready."""
     app.worker.start()
-    if app.__dict__.get("load_problems"):
+    if app.load_problems:
         return
     try:
         for p in app.pipelines.values():
@@ -64,7 +63,7 @@ async def serve_forever(cfg: ServerConfig) -> None:
     server: Server = await start_server(app, install_signals=True)
     await warm_up(app)
     log(logging.INFO, "serving", host=cfg.host, port=cfg.port, pipelines=sorted(app.pipelines),
-        skipped=app.__dict__.get("skipped"), ready=app.ready, url=f"http://{cfg.host}:{cfg.port}/")
+        skipped=app.skipped, ready=app.ready, url=f"http://{cfg.host}:{cfg.port}/")
     try:
         await server.wait_closed()
     finally:

@@ -86,6 +86,9 @@ class App:
         }
     )
     draining: bool = False
+    skipped: dict[str, str] = field(default_factory=dict)  # pipelines that did not load, and why
+    load_problems: list[str] = field(default_factory=list)  # what keeps /readyz false
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
     def default_pipeline(self) -> str:
@@ -312,9 +315,7 @@ async def start_server(app: App, *, install_signals: bool = False) -> Server:
         close_timeout=2.0,
         compression=None,
     )
-    lag = asyncio.create_task(_watch_loop_lag(app))
-    server_tasks: set[asyncio.Task[Any]] = {lag}
-    server.__dict__["_rejoinder_tasks"] = server_tasks
+    app.background.add(asyncio.create_task(_watch_loop_lag(app)))
     if install_signals:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(shutdown(app, server)))
@@ -335,5 +336,5 @@ async def shutdown(app: App, server: Server) -> None:
     for conn in list(app.connections):
         await conn.close(CLOSE_GOING_AWAY, "server shutting down")
     await server.wait_closed()
-    for t in server.__dict__.get("_rejoinder_tasks", ()):
+    for t in app.background:
         t.cancel()

@@ -91,7 +91,7 @@ async def test_demo_plays_the_reply_and_shows_the_page_latency(
     rs, stop = await start_server_with(pipelines=pipeline)
     try:
         if pipeline not in rs.app.pipelines:
-            why = rs.app.__dict__.get("skipped", {}).get(pipeline, "not loaded")
+            why = rs.app.skipped.get(pipeline, "not loaded")
             pytest.skip(f"{pipeline} pipeline not available on this server: {why}")
         async with chromium(fake_microphone(tmp_path / "mic.wav")) as browser:
             page = await browser.new_page()

@@ -47,7 +47,7 @@ def general_english(audio24k: np.ndarray) -> str:
 async def test_cascade_answers_a_spoken_question(start_server_with, question: str, key_word: str) -> None:
     rs, stop = await start_server_with(pipelines="cascade")
     try:
-        assert "cascade" in rs.app.pipelines, rs.app.__dict__.get("skipped")
+        assert "cascade" in rs.app.pipelines, rs.app.skipped
         x = with_silence(espeak(question), 16000, 0.4, 1.0)
         rec = Received()
         async with connect(rs.url) as ws:

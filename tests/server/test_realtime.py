@@ -375,7 +375,7 @@ async def test_pipeline_answers_a_spoken_question(start_server_with, pipeline, t
     rs, stop = await start_server_with(pipelines=f"{pipeline},echo")
     try:
         if pipeline not in rs.app.pipelines:
-            why = rs.app.__dict__.get("skipped", {}).get(pipeline, "not loaded")
+            why = rs.app.skipped.get(pipeline, "not loaded")
             pytest.skip(f"the {pipeline} pipeline is not loaded here: {why}")
         x, _, _ = utterance("what is seven plus five")
         log = Log()
