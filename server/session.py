@@ -302,8 +302,6 @@ class Session:
         )
         limits = clamp_session_limits(self.cfg, {**s.limits, **req.get("limits", {})})
         old_turn, old_limits = s.turn, s.limits
-        s.input_sample_rate = int(req.get("input_sample_rate", s.input_sample_rate))
-        s.output_sample_rate = int(req.get("output_sample_rate", s.output_sample_rate))
         s.turn, s.limits = turn, limits
         try:
             self._configure_turn()
@@ -312,6 +310,8 @@ class Session:
             self._configure_turn()
             self.error(ErrorCode.INVALID_CONFIG, f"turn_detection: {e}", event.event_id)
             return
+        s.input_sample_rate = int(req.get("input_sample_rate", s.input_sample_rate))
+        s.output_sample_rate = int(req.get("output_sample_rate", s.output_sample_rate))
         if rates_changed:
             self._in_rs = StreamResampler(s.input_sample_rate, SAMPLE_RATE)
         if new_pipeline != s.pipeline:
