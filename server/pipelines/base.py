@@ -10,6 +10,7 @@ Model work never runs on the event loop: pipelines submit it to the
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ class StageTiming:
 
 
 ReplyEvent = ReplyText | ReplyAudio | StageTiming
+
+
+def elapsed_ms(t0: float) -> float:
+    """Milliseconds since ``t0`` (a ``time.perf_counter()`` value), for stage timings."""
+    return (time.perf_counter() - t0) * 1000
 
 
 class PipelineSession(ABC):

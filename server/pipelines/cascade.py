@@ -31,14 +31,11 @@ from server.pipelines.base import (
     ReplyText,
     StageTiming,
     Turn,
+    elapsed_ms,
 )
 from server.worker import InferenceWorker
 
 CHUNK_S = 0.04  # reply audio is handed on in 40 ms pieces
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000
 
 
 class CascadeSession(PipelineSession):
@@ -74,7 +71,7 @@ class CascadeSession(PipelineSession):
                 await self.worker.run(self.asr.start)
                 await self.worker.run(self.asr.feed, turn.audio)
                 question = await self.worker.run(self.asr.finish)
-            yield StageTiming("asr_finalize_ms", _ms(t0))
+            yield StageTiming("asr_finalize_ms", elapsed_ms(t0))
             yield ReplyText(question, role="user")
         t0 = time.perf_counter()
         lm, tts = self.p.lm, self.p.tts
@@ -84,7 +81,7 @@ class CascadeSession(PipelineSession):
         while True:
             piece = await self.worker.run(lm.next_piece, self.lm_state)
             if first_token:
-                yield StageTiming("llm_first_token_ms", _ms(t0))
+                yield StageTiming("llm_first_token_ms", elapsed_ms(t0))
                 first_token = False
             clauses = splitter.flush() if piece is None else splitter.push(piece)
             if piece is not None:
@@ -93,7 +90,7 @@ class CascadeSession(PipelineSession):
                 t1 = time.perf_counter()
                 audio = await self.worker.run(tts.synthesize, clause)
                 if first_audio:
-                    yield StageTiming("tts_first_audio_ms", _ms(t1))
+                    yield StageTiming("tts_first_audio_ms", elapsed_ms(t1))
                     first_audio = False
                 step = int(CHUNK_S * tts.sample_rate)
                 for i in range(0, len(audio), step):

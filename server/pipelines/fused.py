@@ -36,16 +36,13 @@ from server.pipelines.base import (
     ReplyText,
     StageTiming,
     Turn,
+    elapsed_ms,
 )
 from server.worker import InferenceWorker
 
 FIRST_CHUNK = 2  # token frames in the first codec chunk (smallest, for latency)
 CHUNK = 6  # token frames per later chunk
 _CLAUSE_END = re.compile(r"[.!?]$")
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000
 
 
 @dataclass
@@ -154,7 +151,7 @@ class FusedSession(PipelineSession):
                 yield ReplyText(text)
             stream = spec.stream or codec.new_stream()
             if spec.pcm is not None and len(spec.pcm):
-                yield StageTiming("first_audio_total_ms", _ms(t0))
+                yield StageTiming("first_audio_total_ms", elapsed_ms(t0))
                 first_audio = False
                 yield ReplyAudio(spec.pcm, codec.config.sample_rate)
             if spec.tokens is not None:
@@ -167,7 +164,7 @@ class FusedSession(PipelineSession):
                 return
         else:
             await run(m.start_reply, self.state)
-            yield StageTiming("lm_first_step_ms", _ms(t0))
+            yield StageTiming("lm_first_step_ms", elapsed_ms(t0))
             stream = codec.new_stream()
         clause = ""
         while True:
@@ -180,7 +177,7 @@ class FusedSession(PipelineSession):
                     t1 = time.perf_counter()
                     tokens = await run(self._speak, clause)
                     if first_audio:
-                        yield StageTiming("audio_tokens_ms", _ms(t1))
+                        yield StageTiming("audio_tokens_ms", elapsed_ms(t1))
                     async for item in self._decode(stream, tokens, first_audio, t0):
                         first_audio = False
                         yield item
@@ -203,8 +200,8 @@ class FusedSession(PipelineSession):
             k += n
             if len(pcm):
                 if first:
-                    yield StageTiming("codec_first_pcm_ms", _ms(t2))
-                    yield StageTiming("first_audio_total_ms", _ms(t0))
+                    yield StageTiming("codec_first_pcm_ms", elapsed_ms(t2))
+                    yield StageTiming("first_audio_total_ms", elapsed_ms(t0))
                     first = False
                 yield ReplyAudio(pcm, codec.config.sample_rate)
 
