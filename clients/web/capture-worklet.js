@@ -4,7 +4,8 @@
 // noise suppression and auto gain; the AudioContext has already converted
 // the device rate to its own. This processor only cuts frames and converts
 // float32 to PCM16LE (rounded, clipped, as the server's float32_to_pcm16).
-// Each message: {pcm: ArrayBuffer (transferred), samples, rms, frame}.
+// Each message: {pcm: ArrayBuffer (transferred), samples, rms, frame,
+// endFrame: the context's sample clock (currentFrame) at the frame's end}.
 // No input (track muted or ended) counts as silence, so the sent timeline
 // keeps real time like a live microphone.
 
@@ -35,7 +36,7 @@ class RejoinderCapture extends AudioWorkletProcessor {
       if (this.fill === this.frameSamples) {
         const rms = Math.sqrt(this.sumSq / this.frameSamples);
         this.port.postMessage(
-          { pcm: this.buf.buffer, samples: this.frameSamples, rms, frame: this.frame++ },
+          { pcm: this.buf.buffer, samples: this.frameSamples, rms, frame: this.frame++, endFrame: currentFrame + i + 1 },
           [this.buf.buffer],
         );
         this.buf = new Int16Array(this.frameSamples);

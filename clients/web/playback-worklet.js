@@ -9,7 +9,9 @@
 // it plays silence and counts an underrun.
 // Messages out ({type: "stats"}, every ~50 ms and on flush): played samples
 // (all responses, and of the current one), their RMS, the loudest 100 ms
-// block's RMS, underruns, buffered samples.
+// block's RMS, underruns, buffered samples, and on the context's sample clock
+// the current response's first sample played (ridFrom) and the end of its
+// last one so far (ridTo), null before it plays.
 
 class RejoinderPlayback extends AudioWorkletProcessor {
   constructor(options) {
@@ -23,6 +25,8 @@ class RejoinderPlayback extends AudioWorkletProcessor {
     this.buffered = 0;
     this.rid = null;
     this.ridPlayed = 0;
+    this.ridFrom = null;
+    this.ridTo = null;
     this.startAt = 0;
     this.finished = false;
     this.dry = false;
@@ -45,6 +49,8 @@ class RejoinderPlayback extends AudioWorkletProcessor {
         this.buffered = 0;
         this.rid = msg.rid;
         this.ridPlayed = 0;
+        this.ridFrom = null;
+        this.ridTo = null;
         this.finished = false;
         this.dry = false;
         this.startAt = currentFrame + this.jitter;
@@ -73,6 +79,8 @@ class RejoinderPlayback extends AudioWorkletProcessor {
       type: "stats",
       rid: this.rid,
       ridPlayed: this.ridPlayed,
+      ridFrom: this.ridFrom,
+      ridTo: this.ridTo,
       played: this.played,
       sumSq: this.sumSq,
       peakRms: this.peakRms,
@@ -95,6 +103,8 @@ class RejoinderPlayback extends AudioWorkletProcessor {
       while (i < n && this.queue.length) {
         const chunk = this.queue[0];
         const take = Math.min(n - i, chunk.length - this.head);
+        if (this.ridFrom === null) this.ridFrom = currentFrame + i;
+        this.ridTo = currentFrame + i + take;
         for (let k = 0; k < take; k++) {
           const s = chunk[this.head + k];
           out[i + k] = s;
