@@ -32,6 +32,7 @@ codebooks; :class:`models.codec.CodecDecoder` turns the tokens into PCM.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,23 @@ def rvq_graph(codebooks: np.ndarray) -> bytes:
     return bytes(model.SerializeToString())
 
 
+LOOK_RECENT = 1024  # samples of recent input whose quietest block lookahead repeats
+
+
+def look_tail(recent: np.ndarray, ms: float, block: int = 256) -> np.ndarray:
+    """``ms`` of background for :meth:`FusedModel.lookahead`: the quietest ``block`` of
+    ``recent`` audio (so a word's faint end is not repeated), tiled."""
+    n = int(ms * SAMPLE_RATE / 1000)
+    x = np.asarray(recent, np.float32)
+    if n <= 0 or len(x) == 0:
+        return np.zeros(0, np.float32)
+    if len(x) > block:
+        k = len(x) // block
+        blocks = x[len(x) - k * block :].reshape(k, block)
+        x = blocks[int((blocks**2).sum(1).argmin())]
+    return np.tile(x, n // len(x) + 1)[:n]
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
@@ -156,6 +174,10 @@ class FusedModel:
         self.eot_threshold = float(eot_cfg.get("threshold", 0.5))
         self.min_gap_ms = float(self.options.min_gap_ms if self.options.min_gap_ms is not None
                                 else eot_cfg.get("min_gap_ms", 80.0))  # fmt: skip
+        #: silence pushed by :meth:`lookahead` in a pause (0: the server does not look ahead)
+        self.lookahead_ms = float(eot_cfg.get("lookahead_ms", 0.0))
+        #: VAD silence that must confirm the head (the server's ``min_silence_ms``)
+        self.min_silence_ms = float(eot_cfg.get("min_silence_ms", 64.0))
         ro = self.options.runtime
         self.encoder = create_session(self.bundle.graph("encoder"), ro)
         self.lm = create_session(self.bundle.graph("lm_step"), ro)
@@ -251,6 +273,32 @@ class FusedModel:
                 st.last_emit_frame = st.frames + i
             st.prev_top = t
         st.frames += len(top)
+
+    def clone_state(self, st: FusedState) -> FusedState:
+        """An independent copy (arrays and lists copied; the mel stream's buffer too)."""
+        c = copy.copy(st)
+        c.mel = copy.copy(st.mel)
+        c.enc_state, c.cache_k, c.cache_v = st.enc_state.copy(), st.cache_k.copy(), st.cache_v.copy()
+        c.user_ids, c.reply_ids = list(st.user_ids), list(st.reply_ids)
+        return c
+
+    def lookahead(self, st: FusedState, tail: np.ndarray) -> FusedState:
+        """What the model would have heard if ``tail`` came next: a copy of ``st`` with
+        ``tail`` pushed (``st`` is unchanged).
+
+        The causal encoder emits a word's last piece only some 100-400 ms after the word
+        ends. When the VAD hears silence, pushing the silence that the user is presumably
+        keeping (the recent background, repeated) gives that piece now; if the user does
+        keep silent, the real audio would have given the same. Read
+        :meth:`head_probability` on the copy, and start the reply from it.
+        """
+        c = self.clone_state(st)
+        self.push_audio(c, tail)
+        return c
+
+    def head_probability(self, st: FusedState) -> float:
+        """The end-of-turn head at the last heard piece (0.0 before any), with no gap rule."""
+        return float(1.0 / (1.0 + np.exp(-st.eot_logit))) if st.user_ids else 0.0
 
     def push_text(self, st: FusedState, text: str) -> None:
         """Text input instead of speech: the LM reads ``text`` as exact (one-hot) pieces."""

@@ -352,6 +352,8 @@ class Session:
             probs = await self.worker.vad(self._vad.state, np.stack(windows[i : i + VAD_SLICE]))
             for p in probs:
                 self._vad_frames += 1
+                if semantic and (silence_ms := self._endpointer.pause_ms_if(float(p))) is not None:
+                    await self._pipe.on_pause(silence_ms)
                 eot = self._pipe.end_of_turn_probability() if semantic else None
                 for tev in self._endpointer.step(float(p), eot_prob=eot):
                     await self._on_turn_event(tev)

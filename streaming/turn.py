@@ -217,6 +217,18 @@ class Endpointer:
         """Frames processed so far; the current position on the audio timeline."""
         return self._frame
 
+    def pause_ms_if(self, prob: float) -> float | None:
+        """The silence inside the user's turn, in ms, that a next frame of ``prob`` would
+        make (that frame included); None when that frame would not be silence in a user
+        turn. Lets an end-of-turn model look at the pause before :meth:`step` reads it."""
+        if self._phase is not TurnPhase.USER_SPEAKING:
+            return None
+        if self._speaking:
+            frames = 1 if prob < self.counts.neg_threshold else 0
+        else:
+            frames = 0 if prob >= self.counts.threshold else self._silence_len + 1
+        return frames * self.frame_s * 1000 if frames else None
+
     def padded_start(self, frame: int) -> int:
         """The frame from which to keep audio for speech starting at ``frame`` (prefix padding)."""
         return max(0, frame - self.counts.prefix_padding)

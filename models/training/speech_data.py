@@ -288,11 +288,12 @@ def _work(args: tuple[Example, Voice, int, float, bool]) -> dict[str, Any]:
 
 
 def build_cache(
-    path: Path, seed: int, n: int, split: str, pause_prob: float, workers: int, offset: int = 0
+    path: Path, seed: int, n: int, split: str, pause_prob: float, workers: int, offset: int = 0,
+    keep_pcm: bool = False,
 ) -> None:
     plan = item_plan(seed, n, split)[offset:]
     n = len(plan)
-    keep = split == "eval"
+    keep = split == "eval" or keep_pcm
     jobs = [(ex, v, s, pause_prob, keep) for ex, v, s in plan]
     items: list[dict[str, Any]] = []
     t0 = time.time()
@@ -320,13 +321,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-eval", type=int, default=600)
     ap.add_argument("--pause-prob", type=float, default=0.25)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", choices=("train", "eval"), default=None)
+    ap.add_argument("--only", choices=("train", "eval", "dev"), default=None,
+                    help="dev: the training cache's last 200 items (never fitted), with audio")
     ap.add_argument(
         "--offset", type=int, default=0, help="train: only items [offset, n) (extends a cache)"
     )
     args = ap.parse_args(argv)
     if shutil.which("espeak-ng") is None or shutil.which("flite") is None:
         sys.exit("espeak-ng and flite are required")
+    if args.only == "dev":  # the same utterances as the training cache's dev slice, with PCM
+        path = DATA_DIR / f"speech_dev_s{args.seed}_n{args.n_train}.npy"
+        if not path.exists():
+            build_cache(path, args.seed, args.n_train, "train", args.pause_prob, args.workers,
+                        args.n_train - 200, keep_pcm=True)  # fmt: skip
+        print(path)
+        return
     for split, n in (("eval", args.n_eval), ("train", args.n_train)):
         if args.only and split != args.only:
             continue

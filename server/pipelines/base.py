@@ -75,6 +75,10 @@ class PipelineSession(ABC):
     async def on_audio(self, pcm16k: np.ndarray) -> None:  # noqa: B027 - optional hook
         """Every chunk of 16 kHz input audio, as it arrives (for streaming models)."""
 
+    async def on_pause(self, silence_ms: float) -> None:  # noqa: B027 - optional hook
+        """The VAD hears silence inside the user's turn (``silence_ms`` so far, this window
+        included), just before :meth:`end_of_turn_probability` is read for that window."""
+
     def end_of_turn_probability(self) -> float | None:
         """The model's belief that the user has finished (None: no learned end of turn)."""
         return None

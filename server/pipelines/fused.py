@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from models.codec import CodecDecoder, CodecStream
-from models.fused import FusedModel, FusedOptions, FusedState
+from models.fused import LOOK_RECENT, FusedModel, FusedOptions, FusedState, look_tail
 from models.runtime import RuntimeOptions
 from server.config import ServerConfig
 from server.pipelines.base import (
@@ -40,6 +40,7 @@ from server.pipelines.base import (
 )
 from server.worker import InferenceWorker
 
+LOOK_MARGIN_MS = 160.0  # lookahead runs in pauses up to lookahead_ms + this
 FIRST_CHUNK = 2  # token frames in the first codec chunk (smallest, for latency)
 CHUNK = 6  # token frames per later chunk
 _CLAUSE_END = re.compile(r"[.!?]$")
@@ -54,6 +55,7 @@ class _Speculation:
 
     pieces: int  # user pieces heard when it was made
     state: FusedState
+    heard: list[int] = field(default_factory=list)  # the pieces it answers (lookahead's too)
     texts: list[str] = field(default_factory=list)  # the first clause's pieces
     tokens: np.ndarray | None = None  # that clause's codec tokens
     stream: CodecStream | None = None
@@ -71,10 +73,13 @@ class FusedSession(PipelineSession):
         self.eot = 0.0
         self.truncated_ms: float | None = None
         self.spec: _Speculation | None = None
+        self.look: tuple[int, FusedState] | None = None  # (real pieces, lookahead state)
+        self.recent = np.zeros(0, np.float32)  # the last input, repeated by lookahead
 
     def _push(self, pcm16k: np.ndarray) -> float:
         """Worker job: hear a chunk; when the turn looks complete, begin the reply at once."""
         m = self.p.model
+        self.recent = np.concatenate([self.recent, pcm16k])[-LOOK_RECENT:]
         m.push_audio(self.state, pcm16k)
         p = m.end_of_turn_probability(self.state)
         pieces = len(self.state.user_ids)
@@ -82,11 +87,28 @@ class FusedSession(PipelineSession):
             self.spec = self._speculate(pieces)
         return p
 
-    def _speculate(self, pieces: int) -> _Speculation:
+    def _look(self) -> float:
+        """Worker job in a VAD pause: the head on a copy of the state that also heard
+        ``lookahead_ms`` more of the background (the encoder's late last piece arrives
+        there now); a confident head begins the reply from that copy."""
+        m = self.p.model
+        if not self.state.user_ids:
+            return 0.0
+        look = m.lookahead(self.state, look_tail(self.recent, self.p.lookahead_ms))
+        pieces = len(self.state.user_ids)
+        self.look = (pieces, look)
+        p = m.head_probability(look)
+        same = self.spec is not None and self.spec.heard == look.user_ids
+        if p >= self.p.speculate_above and not same:
+            self.spec = self._speculate(pieces, m.clone_state(look))
+        return p
+
+    def _speculate(self, pieces: int, st: FusedState | None = None) -> _Speculation:
         m, codec = self.p.model, self.p.codec
-        st = copy.copy(self.state)
-        st.user_ids, st.reply_ids = list(st.user_ids), []
-        spec = _Speculation(pieces, st)
+        if st is None:
+            st = copy.copy(self.state)
+            st.user_ids, st.reply_ids = list(st.user_ids), []
+        spec = _Speculation(pieces, st, list(st.user_ids))
         m.start_reply(st)
         clause = ""
         while not _CLAUSE_END.search(clause.rstrip()):
@@ -104,7 +126,7 @@ class FusedSession(PipelineSession):
         return spec
 
     async def on_speech_start(self, audio16k: np.ndarray) -> None:
-        self.spec = None
+        self.spec = self.look = None
         await self.worker.run(self.p.model.reset_turn, self.state)
         self.listening = True
         self.eot = await self.worker.run(self._push, audio16k)
@@ -113,13 +135,18 @@ class FusedSession(PipelineSession):
         if self.listening:
             self.eot = await self.worker.run(self._push, pcm16k)
 
+    async def on_pause(self, silence_ms: float) -> None:
+        # Past lookahead_ms of real silence the real encoder has caught up: no copy needed.
+        if self.listening and 0 < silence_ms <= self.p.lookahead_ms + LOOK_MARGIN_MS:
+            self.eot = await self.worker.run(self._look)
+
     def end_of_turn_probability(self) -> float | None:
         return self.eot if self.listening else 0.0
 
     def reset_turn(self) -> None:
         self.listening = False
         self.eot = 0.0
-        self.spec = None
+        self.spec = self.look = None
 
     def truncate(self, played_ms: float) -> None:
         # The next user turn resets the context; nothing after the played part is kept.
@@ -138,8 +165,12 @@ class FusedSession(PipelineSession):
             spec = None
             await run(m.reset_turn, self.state)
             await run(m.push_text, self.state, turn.text)
-        if spec is not None and spec.pieces != len(self.state.user_ids):
+        pieces = len(self.state.user_ids)
+        if spec is not None and spec.pieces != pieces:
             spec = None  # something was heard after it was made
+        look, self.look = self.look, None
+        if spec is None and turn.text is None and look is not None and look[0] == pieces:
+            self.state = look[1]  # nothing new since the lookahead, which heard the last piece
         heard = m.heard_text(self.state)
         if heard:
             yield ReplyText(heard, role="user")
@@ -223,10 +254,11 @@ class FusedPipeline(Pipeline):
         # The end-of-turn threshold was tuned with the model (its manifest); speculation
         # begins a reply as soon as the head crosses it, before the VAD confirms.
         self.speculate_above = self.model.eot_threshold
+        self.lookahead_ms = self.model.lookahead_ms
         self.turn_defaults = {
             "mode": "semantic",
             "stop_ms": 1500.0,
-            "min_silence_ms": 64.0,
+            "min_silence_ms": self.model.min_silence_ms,
             "eot_threshold": self.model.eot_threshold,
         }
 

@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.fused import FusedModel  # noqa: E402
+from models.fused import FusedModel, look_tail  # noqa: E402
 from models.tokenizer import train_bpe  # noqa: E402
 from models.training.export_fused import AudioFramesOut, write_bundle  # noqa: E402
 from models.training.fused import (  # noqa: E402
@@ -145,6 +145,35 @@ def test_onnx_parity_and_runtime(parts: dict, bundle: Path) -> None:
     assert s2.position == 2 and not s2.user_ids
     z = fm.latent_for("Seven plus five is twelve.")
     assert z.shape[0] == 192
+
+
+def test_lookahead_is_a_copy_that_heard_the_tail(bundle: Path) -> None:
+    fm = FusedModel(bundle)
+    rng = np.random.default_rng(1)
+    speech = (rng.standard_normal(12000) * 0.1).astype(np.float32)
+    quiet = (rng.standard_normal(8000) * 0.001).astype(np.float32)
+    st, ref = fm.new_state(), fm.new_state()
+    fm.push_audio(st, speech)
+    fm.push_audio(ref, speech)
+    before = (list(st.user_ids), st.position, st.frames, st.eot_logit, st.enc_state.copy(), st.cache_k.copy())
+    recent = np.concatenate([quiet[:256], speech[:768]])
+    tail = look_tail(recent, 400)  # the quietest 256-sample block, repeated
+    assert len(tail) == 6400 and np.array_equal(tail[256:512], quiet[:256])
+    look = fm.lookahead(st, tail)
+    # the real state is untouched ...
+    assert (list(st.user_ids), st.position, st.frames, st.eot_logit) == before[:4]
+    assert np.array_equal(st.enc_state, before[4]) and np.array_equal(st.cache_k, before[5])
+    # ... and the copy is exactly the state that heard the tail for real
+    fm.push_audio(ref, tail)
+    assert look.user_ids == ref.user_ids and look.position == ref.position and look.frames == ref.frames
+    assert look.eot_logit == ref.eot_logit and np.array_equal(look.enc_state, ref.enc_state)
+    assert fm.head_probability(look) == pytest.approx(1 / (1 + np.exp(-ref.eot_logit)) if ref.user_ids else 0.0)
+    # later real audio continues from the untouched state
+    fm.push_audio(st, quiet)
+    again = fm.new_state()
+    fm.push_audio(again, np.concatenate([speech, quiet]))
+    assert st.user_ids == again.user_ids and st.frames == again.frames
+    assert look_tail(np.zeros(0, np.float32), 100).size == 0
 
 
 def test_audio_head_parity(parts: dict, bundle: Path) -> None:

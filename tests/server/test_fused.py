@@ -56,3 +56,37 @@ async def test_fused_answers_a_spoken_question(start_server_with, question: str,
     assert np.sqrt(np.mean(audio**2)) > 0.01
     assert key_word_hit(general_english(audio), key_word), (said, general_english(audio))
     assert "welcome" in second["text"].lower()
+
+
+async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
+    """In a VAD pause the session reads the head on a lookahead copy; a confident head there
+    starts the reply from that copy, so the encoder's late last piece is not waited for."""
+    from server.config import ServerConfig
+    from server.pipelines.base import ReplyText, StageTiming, Turn
+    from server.pipelines.fused import FusedPipeline
+    from server.worker import InferenceWorker
+
+    pipe = FusedPipeline(ServerConfig(bundles_dir=str(ROOT / "bundles")))
+    if pipe.lookahead_ms <= 0:
+        pytest.skip("this bundle does not look ahead")
+    worker = InferenceWorker()
+    worker.start()
+    try:
+        s = pipe.open_session(worker)
+        a = espeak("what is two plus two")
+        _, end = speech_bounds(a, 16000)
+        x = with_silence(a, 16000, 0.3, 0.0)[: int(0.3 * 16000) + end + 1600]  # 100 ms of silence heard
+        await s.on_speech_start(x[:320])
+        for i in range(320, len(x), 320):
+            await s.on_audio(x[i : i + 320])
+        real = s.end_of_turn_probability()
+        assert real is not None and real < pipe.speculate_above  # the real state has not caught up
+        await s.on_pause(32.0)
+        p = s.end_of_turn_probability()
+        assert p is not None and p >= pipe.speculate_above, (real, p)
+        out = [item async for item in s.respond(Turn(response_id=1, audio=x))]
+    finally:
+        worker.stop()
+    assert StageTiming("speculative", 1.0) in out
+    said = "".join(i.delta for i in out if isinstance(i, ReplyText) and i.role == "assistant")
+    assert "four" in said.lower(), said

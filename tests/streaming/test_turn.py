@@ -177,6 +177,24 @@ def test_external_end_of_turn() -> None:
     ]
 
 
+def test_pause_ms_if_previews_the_silence_step_will_count() -> None:
+    ep = Endpointer(EndpointConfig(stop_s=0.5, min_silence_s=0.064, eot_threshold=0.8))
+    assert ep.pause_ms_if(Q) is None  # listening: no user turn yet
+    events(ep, [S, S, S])
+    assert ep.phase is TurnPhase.USER_SPEAKING
+    assert ep.pause_ms_if(S) is None and ep.pause_ms_if(MID) is None  # still speech (hysteresis)
+    seen = []
+    for _ in range(3):
+        seen.append(ep.pause_ms_if(Q))
+        ep.step(Q)
+    assert seen == pytest.approx([32.0, 64.0, 96.0])
+    assert ep.pause_ms_if(S) is None  # speech would resume the turn
+    assert ep.pause_ms_if(MID) == pytest.approx(128.0)  # in a pause, MID stays silence
+    # what it previews is what the external rule reads: a confident head now ends the turn
+    assert events(ep, [Q], eot=[0.9]) == [SpeechStopped(3), EndOfTurn(7, "external", 3)]
+    assert ep.pause_ms_if(Q) is None
+
+
 def test_force_end_of_turn() -> None:
     ep = Endpointer()
     events(ep, [Q] * 3 + [S] * 5)

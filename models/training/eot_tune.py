@@ -1,0 +1,252 @@
+"""Tune the fused pipeline's end-of-turn rule on dev speech, then score it on held-out speech.
+
+    python -m models.training.speech_data --only dev      # once: dev speech with audio (~15 s)
+    python -m models.training.eot_tune [--tails 0,240,400] [--write-manifest]
+
+The server ends a fused turn when the model's end-of-turn head is at least
+``threshold`` while Silero VAD has heard at least ``min_silence`` of silence;
+1.5 s of silence is the fallback (``streaming.turn.Endpointer``).
+
+The causal CTC encoder emits a word's last piece a median ~300 ms after the
+speech ends, so a head read on what was really heard comes late. *Lookahead*
+(:meth:`models.fused.FusedModel.lookahead`): in every VAD-silent window the
+server pushes ``lookahead_ms`` of the recent background, repeated, through a
+copy of the model state and reads the head there; if the user does stay
+silent, the real audio would have given the same pieces. This tool searches
+``lookahead_ms`` (``--tails``; 0 = no lookahead), ``threshold`` and
+``min_silence``.
+
+Traces come from the bundle's runtime pushed in 20 ms chunks with Silero VAD in
+32 ms windows, as a session feeds them. The rule is chosen on dev speech of
+training voices (the training cache's last 200 utterances, never fitted; see
+``speech_data --only dev``): the lowest median delay plus a quarter of the p95
+among rules that fire in mid-question pauses no more often than the shipped
+rule did on dev, and before the speech ends (a takeover; lookahead can fire in
+the weak last phoneme) in at most 2 points more of the complete questions. It is then scored on the held-out eval speech, with the text
+answer computed from the state at the moment the rule fires.
+``--write-manifest`` stores ``lookahead_ms``, ``threshold`` and
+``min_silence_ms`` in ``bundles/fused/manifest.json`` (config only; graphs
+unchanged) and the report goes to ``reports/eot_tune.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.domain import normalize
+from models.fused import DEFAULT_BUNDLE, LOOK_RECENT, FusedModel, FusedState, look_tail
+
+CHUNK = 320  # 20 ms at 16 kHz
+WIN = 512  # Silero window, 32 ms
+VAD_ON, VAD_OFF = 0.5, 0.35  # the Endpointer's hysteresis (threshold, neg_threshold)
+STOP_WINDOWS = 47  # the 1.5 s fallback, in windows
+FALLBACK_MS = 1600.0  # delay counted for a turn no rule ends in the trace (fallback + VAD lag)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+SILENCES = (1, 2, 3, 4)  # VAD windows
+EARLY_SLACK = 0.02  # more fires before the speech end than the shipped rule that a rule may add
+
+
+@dataclass
+class Trace:
+    """Per 32 ms VAD window: sample position at its end, VAD prob, head, pieces so far."""
+
+    item: dict[str, Any]
+    ends: np.ndarray
+    vad: np.ndarray
+    head: np.ndarray
+    pieces: np.ndarray
+    states: dict[int, FusedState] = field(default_factory=dict)
+
+
+def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
+               keep_states: bool = False) -> Trace:  # fmt: skip
+    """Feed one utterance as a session does; in VAD-silent windows read the head on a
+    lookahead copy (``tail_ms`` > 0) or on the real state."""
+    from streaming.vad import VadStream
+
+    pcm = it["pcm"].astype(np.float32) / 32767
+    st = fm.new_state()
+    vs = VadStream(vad)
+    ends, probs, heads, pieces, states = [], [], [], [], {}
+    heard = 0
+    for i in range(0, len(pcm), CHUNK):
+        chunk = pcm[i : i + CHUNK]
+        fm.push_audio(st, chunk)
+        vs.push(chunk)
+        heard += len(chunk)
+        while (w := vs.take_window()) is not None:
+            p = vad.process(vs.state, w)
+            s = st
+            if tail_ms > 0 and p < VAD_OFF and st.user_ids:
+                s = fm.lookahead(st, look_tail(pcm[max(0, heard - LOOK_RECENT) : heard], tail_ms))
+            probs.append(p)
+            ends.append(len(ends) * WIN + WIN)
+            heads.append(fm.head_probability(s))
+            pieces.append(len(s.user_ids))
+            if keep_states:
+                states[len(ends) - 1] = fm.clone_state(s)
+    item = {k: v for k, v in it.items() if k not in ("pcm", "mel")}
+    return Trace(item, np.array(ends), np.array(probs), np.array(heads), np.array(pieces), states)
+
+
+def fire_window(tr: Trace, threshold: float, min_silence: int) -> int | None:
+    """The window where ``streaming.turn.Endpointer`` would end the turn (None: not in the trace).
+
+    Speech starts after 2 windows >= 0.5; once speaking, a window < 0.35 starts a
+    pause and one >= 0.5 resumes speech.
+    """
+    run = 0
+    started = speaking = False
+    silence = 0
+    for k, p in enumerate(tr.vad):
+        above = p >= VAD_ON
+        run = run + 1 if above else 0
+        if not started:
+            started = speaking = run >= 2
+            continue
+        if speaking:
+            if p < VAD_OFF:
+                speaking, silence = False, 1
+        elif above:
+            speaking = True
+        else:
+            silence += 1
+        if not speaking and ((tr.head[k] >= threshold and silence >= min_silence)
+                             or silence >= STOP_WINDOWS):  # fmt: skip
+            return k
+    return None
+
+
+def score(traces: list[Trace], threshold: float, min_silence: int) -> dict[str, float]:
+    delays, within, early, n, pause_bad, n_pause = [], 0, 0, 0, 0, 0
+    for tr in traces:
+        k = fire_window(tr, threshold, min_silence)
+        it = tr.item
+        fire = None if k is None else int(tr.ends[k])
+        if it["pause"] is not None:
+            n_pause += 1
+            pause_bad += fire is not None and it["pause"][0] <= fire < it["pause"][1]
+        if it["skill"] == "incomplete":
+            continue
+        n += 1
+        d = FALLBACK_MS if fire is None else (fire - it["end"]) / 16.0
+        if d < 0:
+            early += 1
+            continue
+        delays.append(d)
+        within += d <= 200
+    a = np.array(delays or [FALLBACK_MS])
+    return {"n": n, "within200": within / max(1, n), "early": early / max(1, n),
+            "pause_fire": pause_bad / max(1, n_pause), "p50": float(np.percentile(a, 50)),
+            "p90": float(np.percentile(a, 90)), "p95": float(np.percentile(a, 95))}  # fmt: skip
+
+
+def fmt(s: dict[str, float]) -> str:
+    return (f"within 200 ms {s['within200']:.3f}, before speech end {s['early']:.3f}, fires in "
+            f"pauses {s['pause_fire']:.3f}, delay p50 {s['p50']:.0f} p90 {s['p90']:.0f} "
+            f"p95 {s['p95']:.0f} ms")  # fmt: skip
+
+
+def answers_at_fire(fm: FusedModel, vad: Any, items: list[dict[str, Any]], tail_ms: float,
+                    threshold: float, min_silence: int) -> float:  # fmt: skip
+    """Exact-match answers computed from the (lookahead) state at the moment the rule fires."""
+    ok = n = 0
+    for it in items:
+        if it["skill"] == "incomplete":
+            continue
+        tr = trace_item(fm, vad, it, tail_ms, keep_states=True)
+        k = fire_window(tr, threshold, min_silence)
+        st = tr.states[len(tr.ends) - 1 if k is None else k]
+        fm.start_reply(st)
+        out = []
+        while (piece := fm.next_text_piece(st)) is not None:
+            out.append(piece)
+        ok += normalize("".join(out)) == normalize(it["answer"])
+        n += 1
+    return ok / max(1, n)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    ap.add_argument("--dev", type=Path, default=Path("data/fused/speech_dev_s0_n4000.npy"))
+    ap.add_argument("--eval", type=Path, default=Path("data/fused/speech_eval_s0_n480.npy"))
+    ap.add_argument("--tails", default="0,240,400", help="lookahead_ms values to try")
+    ap.add_argument("--no-answers", action="store_true")
+    ap.add_argument("--write-manifest", action="store_true")
+    args = ap.parse_args(argv)
+    from streaming.vad import SileroVad
+
+    vad = SileroVad()
+    dev = list(np.load(args.dev, allow_pickle=True))
+    ev = list(np.load(args.eval, allow_pickle=True))
+    fm = FusedModel(args.bundle)
+    shipped = (fm.eot_threshold, max(1, round(fm.min_silence_ms / 32)))
+    lines = ["# End-of-turn rule tuning", "",
+             f"`python -m models.training.eot_tune --tails {args.tails}` (dev: {len(dev)} utterances "
+             f"of training voices; eval: {len(ev)} held-out)", "",
+             "| lookahead ms | threshold | min silence ms | set | within 200 ms | before end | "
+             "fires in pauses | delay p50 | p90 | p95 |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    base_dev = None
+    cands = []
+    for tail in [float(x) for x in args.tails.split(",")]:
+        t0 = time.time()
+        dtr = [trace_item(fm, vad, it, tail) for it in dev]
+        etr = [trace_item(fm, vad, it, tail) for it in ev]
+        print(f"lookahead {tail:.0f} ms: traces in {time.time() - t0:.0f}s", flush=True)
+        if base_dev is None:  # the first tail (0) with the shipped rule sets the pause limit
+            base_dev = score(dtr, *shipped)
+            lines.append(f"| {tail:.0f} | {shipped[0]} | {shipped[1] * 32} | dev (shipped rule) | "
+                         + row(base_dev))  # fmt: skip
+            lines.append(f"| {tail:.0f} | {shipped[0]} | {shipped[1] * 32} | eval (shipped rule) | "
+                         + row(score(etr, *shipped)))  # fmt: skip
+        for thr in THRESHOLDS:
+            for sil in SILENCES:
+                s = score(dtr, thr, sil)
+                if (s["pause_fire"] <= base_dev["pause_fire"]
+                        and s["early"] <= base_dev["early"] + EARLY_SLACK):  # fmt: skip
+                    cands.append((s["p50"] + s["p95"] / 4, tail, thr, sil, s, etr))
+        best = min((c for c in cands if c[1] == tail), key=lambda c: c[0], default=None)
+        if best is not None:
+            _, _, thr, sil, s, _ = best
+            print(f"  best on dev: threshold {thr}, min silence {sil * 32} ms: {fmt(s)}", flush=True)
+            lines.append(f"| {tail:.0f} | {thr} | {sil * 32} | dev | " + row(s))
+            lines.append(f"| {tail:.0f} | {thr} | {sil * 32} | eval | " + row(score(etr, thr, sil)))
+    if not cands:
+        raise SystemExit("no rule met the limits")
+    _, tail, thr, sil, s, etr = min(cands, key=lambda c: c[0])
+    es = score(etr, thr, sil)
+    lines += ["", f"Chosen on dev: lookahead {tail:.0f} ms, threshold {thr}, min silence {sil * 32} ms.",
+              f"Eval: {fmt(es)}."]  # fmt: skip
+    if not args.no_answers:
+        a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil)
+        a_end = answers_at_fire(fm, vad, ev, 0.0, 2.0, 1)  # never fires: the whole utterance
+        lines.append(f"Eval text answers exact when the rule fires: {a_fire:.3f} "
+                     f"(after the whole utterance: {a_end:.3f}).")  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path("reports").mkdir(exist_ok=True)
+    Path("reports/eot_tune.md").write_text(text)
+    if args.write_manifest:
+        mp = args.bundle / "manifest.json"
+        man = json.loads(mp.read_text())
+        eot = man["config"]["end_of_turn"]
+        eot.update(threshold=thr, min_silence_ms=sil * 32.0, lookahead_ms=tail)
+        mp.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {mp}")
+
+
+def row(s: dict[str, float]) -> str:
+    return (f"{s['within200']:.3f} | {s['early']:.3f} | {s['pause_fire']:.3f} | {s['p50']:.0f} | "
+            f"{s['p90']:.0f} | {s['p95']:.0f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
