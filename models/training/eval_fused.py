@@ -11,7 +11,9 @@ and variants x held-out phrasings; see models.training.speech_data):
 - end of turn (threshold ``--threshold``): on complete questions, the share
   that fires within [speech end, speech end + 200 ms], fires early (takeover) or
   late/never; on questions with a 300-700 ms pause, the share that does not fire
-  during the pause; on incomplete questions, the share that never fires;
+  during the pause; on incomplete questions, the share that never fires; both for
+  the runtime's own gap rule and for the rule the server runs (Silero VAD plus
+  the head on a lookahead copy, the manifest's ``end_of_turn``);
 - reply audio: pocketsphinx (general English) key-word hit rate of
   audio-head tokens decoded by the codec, against joe itself (piper) and the
   oracle codec tokens, on held-out reply sentences (never audio targets) and on
@@ -44,23 +46,13 @@ from models.fused import DEFAULT_BUNDLE, FusedModel, FusedOptions
 CHUNK = 320  # 20 ms at 16 kHz
 
 
-def run_item(fm: FusedModel, it: dict[str, Any], threshold: float, times: dict[str, list[float]],
-             vad: Any = None, vad_silence_ms: float = 100.0) -> dict[str, Any]:  # fmt: skip
-    """Push the utterance in 20 ms chunks; record when each end-of-turn rule fires, then reply.
-
-    Rules: "gap" = the runtime's own ``end_of_turn_probability`` (head at the last piece,
-    after ``min_gap_ms`` without a new piece); "vad" = the head at the last piece (no gap)
-    once Silero VAD has heard ``vad_silence_ms`` of silence, as a server would combine them.
-    """
+def run_item(fm: FusedModel, it: dict[str, Any], threshold: float,
+             times: dict[str, list[float]]) -> dict[str, Any]:  # fmt: skip
+    """Push the utterance in 20 ms chunks; record when the runtime's own rule fires (the
+    head at the last piece, after ``min_gap_ms`` without a new piece), then reply."""
     pcm = it["pcm"].astype(np.float32) / 32767
     st = fm.new_state()
-    fire = fire_vad = None
-    silence = 0
-    vs = None
-    if vad is not None:
-        from streaming.vad import VadStream
-
-        vs = VadStream(vad)
+    fire = None
     for i in range(0, len(pcm), CHUNK):
         chunk = pcm[i : i + CHUNK]
         t0 = time.perf_counter()
@@ -68,13 +60,6 @@ def run_item(fm: FusedModel, it: dict[str, Any], threshold: float, times: dict[s
         times["push_audio(20ms)"].append(time.perf_counter() - t0)
         if fire is None and fm.end_of_turn_probability(st) > threshold:
             fire = i + len(chunk)  # samples heard when it fired
-        if vs is not None:
-            vs.push(chunk)
-            while (w := vs.take_window()) is not None:
-                silence = silence + len(w) if vad.process(vs.state, w) < 0.5 else 0
-            head = 1.0 / (1.0 + np.exp(-st.eot_logit)) if st.user_ids else 0.0
-            if fire_vad is None and silence >= vad_silence_ms * 16 and head > threshold:
-                fire_vad = i + len(chunk)
     t0 = time.perf_counter()
     fm.start_reply(st)
     times["start_reply"].append(time.perf_counter() - t0)
@@ -87,8 +72,26 @@ def run_item(fm: FusedModel, it: dict[str, Any], threshold: float, times: dict[s
             break
         pieces.append(p)
     reply = "".join(pieces)
-    return {"reply": reply, "heard": fm.heard_text(st), "fire": fire, "fire_vad": fire_vad,
+    return {"reply": reply, "heard": fm.heard_text(st), "fire": fire,
             "ok": normalize(reply) == normalize(it["answer"])}  # fmt: skip
+
+
+def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
+    """The end-of-turn rule the server runs (Silero VAD + lookahead head, the manifest's
+    ``end_of_turn``), traced as in ``models.training.eot_tune``."""
+    from models.training.eot_tune import fire_window, fmt, score, trace_item
+    from streaming.vad import SileroVad
+
+    vad = SileroVad()
+    sil = max(1, round(fm.min_silence_ms / 32))
+    traces = [trace_item(fm, vad, it, fm.lookahead_ms) for it in items]
+    s = score(traces, fm.eot_threshold, sil)
+    inc = [t for t in traces if t.item["skill"] == "incomplete"]
+    silent = sum(fire_window(t, fm.eot_threshold, sil) is None for t in inc)
+    return ["", f"## End of turn, server rule: head >= {fm.eot_threshold} on a {fm.lookahead_ms:.0f} ms "
+            f"lookahead copy, Silero VAD silence >= {sil * 32} ms", "",
+            f"- complete questions (n={s['n']}): {fmt(s)}",
+            f"- incomplete questions (n={len(inc)}): never fired {silent / max(1, len(inc)):.3f}"]  # fmt: skip
 
 
 def eval_text(
@@ -102,18 +105,11 @@ def eval_text(
     per: dict[str, list[int]] = {}
     skill: dict[str, list[int]] = {}
     eot = {r: {"complete": [0, 0, 0, 0], "pause_ok": [0, 0], "incomplete_silent": [0, 0]}
-           for r in ("fire", "fire_vad")}  # fmt: skip
-    vad = None
-    try:
-        from streaming.vad import SileroVad
-
-        vad = SileroVad()
-    except Exception as e:  # noqa: BLE001 - the VAD rule is optional
-        print(f"no Silero VAD ({e}); VAD-gated rule skipped")
+           for r in ("fire",)}  # fmt: skip
     examples = []
     t_all = time.time()
     for n, it in enumerate(items):
-        r = run_item(fm, it, threshold, times, vad)
+        r = run_item(fm, it, threshold, times)
         g = per.setdefault(it["group"], [0, 0])
         g[0] += r["ok"]
         g[1] += 1
@@ -124,7 +120,7 @@ def eval_text(
             examples.append(
                 f"- [{it['group']}] heard `{r['heard']}` for `{it['text']}` -> `{r['reply']}`"
             )
-        for rule in ("fire", "fire_vad"):
+        for rule in ("fire",):
             e = eot[rule]
             end, fire = it["end"], r[rule]
             if it["skill"] == "incomplete":
@@ -157,9 +153,7 @@ def eval_text(
     for k, v in sorted(skill.items()):
         lines.append(f"| {k} | {v[1]} | {v[0] / v[1]:.3f} |")
     for rule, title in (("fire", f"runtime rule: head > {threshold} after {fm.min_gap_ms:.0f} ms "
-                                  "without a new piece"),
-                        ("fire_vad", f"server-style rule: head > {threshold} at the last piece and "
-                                     "Silero VAD silence >= 100 ms")):  # fmt: skip
+                                  "without a new piece"),):  # fmt: skip
         e = eot[rule]
         c = e["complete"]
         lines += ["", f"## End of turn, {title}", "",
@@ -172,8 +166,8 @@ def eval_text(
                   f"pause {e['pause_ok'][0] / max(1, e['pause_ok'][1]):.3f}",
                   f"- incomplete questions (n={e['incomplete_silent'][1]}): never fired "
                   f"{e['incomplete_silent'][0] / max(1, e['incomplete_silent'][1]):.3f}"]  # fmt: skip
-    lines += [
-              "", "Some failures:", *examples]  # fmt: skip
+    lines += server_rule(fm, items)
+    lines += ["", "Some failures:", *examples]
     return lines, times
 
 

@@ -39,6 +39,7 @@ from server.pipelines.base import (
     elapsed_ms,
 )
 from server.worker import InferenceWorker
+from streaming.level import first_audible
 
 LOOK_MARGIN_MS = 160.0  # lookahead runs in pauses up to lookahead_ms + this
 FIRST_CHUNK = 2  # token frames in the first codec chunk (smallest, for latency)
@@ -121,8 +122,17 @@ class FusedSession(PipelineSession):
         if clause.strip():
             spec.tokens = m.audio_tokens_for(clause)
             spec.stream = codec.new_stream()
-            spec.used = min(FIRST_CHUNK, spec.tokens.shape[1])
-            spec.pcm = codec.decode(spec.stream, spec.tokens[:, : spec.used])
+            # Decode small chunks until one is audible: the session drops a reply's leading
+            # silence, so a silent first chunk would leave the first sound to after the decision.
+            pcms: list[np.ndarray] = []
+            rate = codec.config.sample_rate
+            while spec.used < spec.tokens.shape[1]:
+                n = min(FIRST_CHUNK, spec.tokens.shape[1] - spec.used)
+                pcms.append(codec.decode(spec.stream, spec.tokens[:, spec.used : spec.used + n]))
+                spec.used += n
+                if len(pcms[-1]) and first_audible(pcms[-1], rate) is not None:
+                    break
+            spec.pcm = np.concatenate(pcms) if pcms else None
         return spec
 
     async def on_speech_start(self, audio16k: np.ndarray) -> None:
