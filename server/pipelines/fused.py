@@ -15,7 +15,6 @@ a barge-in needs no further truncation.
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 from collections.abc import AsyncIterator
@@ -51,12 +50,12 @@ _CLAUSE_END = re.compile(r"[.!?]$")
 class _Speculation:
     """A reply begun while the user may still be talking (end-of-turn head already high).
 
-    Valid only for the pieces heard so far: a new piece makes it stale.
+    Valid only while the session's current transcript (:meth:`FusedSession._heard`) is
+    the one it answers.
     """
 
-    pieces: int  # user pieces heard when it was made
     state: FusedState
-    heard: list[int] = field(default_factory=list)  # the pieces it answers (lookahead's too)
+    heard: list[int] = field(default_factory=list)  # the user pieces it answers
     texts: list[str] = field(default_factory=list)  # the first clause's pieces
     tokens: np.ndarray | None = None  # that clause's codec tokens
     stream: CodecStream | None = None
@@ -74,18 +73,25 @@ class FusedSession(PipelineSession):
         self.eot = 0.0
         self.truncated_ms: float | None = None
         self.spec: _Speculation | None = None
-        self.look: tuple[int, FusedState] | None = None  # (real pieces, lookahead state)
+        self.look: FusedState | None = None  # the latest lookahead copy, while it is current
         self.recent = np.zeros(0, np.float32)  # the last input, repeated by lookahead
+
+    def _heard(self) -> FusedState:
+        """The state that best knows what the user said: the latest lookahead copy while it
+        is current (it heard the encoder's late last piece), else the real state."""
+        return self.look if self.look is not None else self.state
 
     def _push(self, pcm16k: np.ndarray) -> float:
         """Worker job: hear a chunk; when the turn looks complete, begin the reply at once."""
         m = self.p.model
         self.recent = np.concatenate([self.recent, pcm16k])[-LOOK_RECENT:]
         m.push_audio(self.state, pcm16k)
+        real = self.state.user_ids
+        if self.look is not None and real != self.look.user_ids[: len(real)]:
+            self.look = None  # the real encoder heard something the lookahead did not
         p = m.end_of_turn_probability(self.state)
-        pieces = len(self.state.user_ids)
-        if p >= self.p.speculate_above and (self.spec is None or self.spec.pieces != pieces):
-            self.spec = self._speculate(pieces)
+        if p >= self.p.speculate_above and (self.spec is None or self.spec.heard != self._heard().user_ids):
+            self.spec = self._speculate(m.clone_state(self._heard()))
         return p
 
     def _look(self) -> float:
@@ -95,21 +101,16 @@ class FusedSession(PipelineSession):
         m = self.p.model
         if not self.state.user_ids:
             return 0.0
-        look = m.lookahead(self.state, look_tail(self.recent, self.p.lookahead_ms))
-        pieces = len(self.state.user_ids)
-        self.look = (pieces, look)
+        look = self.look = m.lookahead(self.state, look_tail(self.recent, self.p.lookahead_ms))
         p = m.head_probability(look)
-        same = self.spec is not None and self.spec.heard == look.user_ids
-        if p >= self.p.speculate_above and not same:
-            self.spec = self._speculate(pieces, m.clone_state(look))
+        if p >= self.p.speculate_above and (self.spec is None or self.spec.heard != look.user_ids):
+            self.spec = self._speculate(m.clone_state(look))
         return p
 
-    def _speculate(self, pieces: int, st: FusedState | None = None) -> _Speculation:
+    def _speculate(self, st: FusedState) -> _Speculation:
+        """Begin the reply on ``st`` (a copy): the first clause's text, tokens, first PCM."""
         m, codec = self.p.model, self.p.codec
-        if st is None:
-            st = copy.copy(self.state)
-            st.user_ids, st.reply_ids = list(st.user_ids), []
-        spec = _Speculation(pieces, st, list(st.user_ids))
+        spec = _Speculation(st, list(st.user_ids))
         m.start_reply(st)
         clause = ""
         while not _CLAUSE_END.search(clause.rstrip()):
@@ -137,6 +138,7 @@ class FusedSession(PipelineSession):
 
     async def on_speech_start(self, audio16k: np.ndarray) -> None:
         self.spec = self.look = None
+        self.recent = np.zeros(0, np.float32)
         await self.worker.run(self.p.model.reset_turn, self.state)
         self.listening = True
         self.eot = await self.worker.run(self._push, audio16k)
@@ -147,8 +149,12 @@ class FusedSession(PipelineSession):
 
     async def on_pause(self, silence_ms: float) -> None:
         # Past lookahead_ms of real silence the real encoder has caught up: no copy needed.
-        if self.listening and 0 < silence_ms <= self.p.lookahead_ms + LOOK_MARGIN_MS:
+        if not self.listening:
+            return
+        if 0 < silence_ms <= self.p.lookahead_ms + LOOK_MARGIN_MS:
             self.eot = await self.worker.run(self._look)
+        else:
+            self.look = None  # the real encoder has heard as much silence: it is the reference
 
     def end_of_turn_probability(self) -> float | None:
         return self.eot if self.listening else 0.0
@@ -175,12 +181,11 @@ class FusedSession(PipelineSession):
             spec = None
             await run(m.reset_turn, self.state)
             await run(m.push_text, self.state, turn.text)
-        pieces = len(self.state.user_ids)
-        if spec is not None and spec.pieces != pieces:
-            spec = None  # something was heard after it was made
-        look, self.look = self.look, None
-        if spec is None and turn.text is None and look is not None and look[0] == pieces:
-            self.state = look[1]  # nothing new since the lookahead, which heard the last piece
+        else:
+            self.state = self._heard()  # the current lookahead copy heard the last piece
+        self.look = None
+        if spec is not None and spec.heard != self.state.user_ids:
+            spec = None  # it answers something else than what is now heard
         heard = m.heard_text(self.state)
         if heard:
             yield ReplyText(heard, role="user")

@@ -155,7 +155,11 @@ def test_lookahead_is_a_copy_that_heard_the_tail(bundle: Path) -> None:
     st, ref = fm.new_state(), fm.new_state()
     fm.push_audio(st, speech)
     fm.push_audio(ref, speech)
+    fm.push_audio(st, speech[:100])  # leave samples pending in the mel stream
+    fm.push_audio(ref, speech[:100])
+    assert len(st.mel.pending)
     before = (list(st.user_ids), st.position, st.frames, st.eot_logit, st.enc_state.copy(), st.cache_k.copy())
+    pending, mel_buf = st.mel.pending.copy(), st.mel_buf.copy()
     recent = np.concatenate([quiet[:256], speech[:768]])
     tail = look_tail(recent, 400)  # the quietest 256-sample block, repeated
     assert len(tail) == 6400 and np.array_equal(tail[256:512], quiet[:256])
@@ -163,15 +167,18 @@ def test_lookahead_is_a_copy_that_heard_the_tail(bundle: Path) -> None:
     # the real state is untouched ...
     assert (list(st.user_ids), st.position, st.frames, st.eot_logit) == before[:4]
     assert np.array_equal(st.enc_state, before[4]) and np.array_equal(st.cache_k, before[5])
+    assert np.array_equal(st.mel.pending, pending) and np.array_equal(st.mel_buf, mel_buf)
     # ... and the copy is exactly the state that heard the tail for real
     fm.push_audio(ref, tail)
     assert look.user_ids == ref.user_ids and look.position == ref.position and look.frames == ref.frames
     assert look.eot_logit == ref.eot_logit and np.array_equal(look.enc_state, ref.enc_state)
     assert fm.head_probability(look) == pytest.approx(1 / (1 + np.exp(-ref.eot_logit)) if ref.user_ids else 0.0)
-    # later real audio continues from the untouched state
+    # resetting the copy leaves the real state alone; later real audio continues from it
+    fm.reset_turn(look)
+    assert np.array_equal(st.enc_state, before[4]) and np.array_equal(st.cache_k, before[5])
     fm.push_audio(st, quiet)
     again = fm.new_state()
-    fm.push_audio(again, np.concatenate([speech, quiet]))
+    fm.push_audio(again, np.concatenate([speech, speech[:100], quiet]))
     assert st.user_ids == again.user_ids and st.frames == again.frames
     assert look_tail(np.zeros(0, np.float32), 100).size == 0
 

@@ -60,33 +60,47 @@ async def test_fused_answers_a_spoken_question(start_server_with, question: str,
 
 async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
     """In a VAD pause the session reads the head on a lookahead copy; a confident head there
-    starts the reply from that copy, so the encoder's late last piece is not waited for."""
+    starts the reply from that copy, so the encoder's late last piece is not waited for. A
+    speculation the real audio never confirmed is not used."""
     from server.config import ServerConfig
     from server.pipelines.base import ReplyText, StageTiming, Turn
-    from server.pipelines.fused import FusedPipeline
+    from server.pipelines.fused import LOOK_MARGIN_MS, FusedPipeline
     from server.worker import InferenceWorker
 
     pipe = FusedPipeline(ServerConfig(bundles_dir=str(ROOT / "bundles")))
     if pipe.lookahead_ms <= 0:
         pytest.skip("this bundle does not look ahead")
+    a = espeak("what is two plus two")
+    _, end = speech_bounds(a, 16000)
+    x = with_silence(a, 16000, 0.3, 0.0)[: int(0.3 * 16000) + end + 1600]  # 100 ms of silence heard
     worker = InferenceWorker()
     worker.start()
-    try:
+
+    async def turn(long_pause: bool) -> tuple[float, float, list]:
         s = pipe.open_session(worker)
-        a = espeak("what is two plus two")
-        _, end = speech_bounds(a, 16000)
-        x = with_silence(a, 16000, 0.3, 0.0)[: int(0.3 * 16000) + end + 1600]  # 100 ms of silence heard
         await s.on_speech_start(x[:320])
         for i in range(320, len(x), 320):
             await s.on_audio(x[i : i + 320])
         real = s.end_of_turn_probability()
-        assert real is not None and real < pipe.speculate_above  # the real state has not caught up
         await s.on_pause(32.0)
         p = s.end_of_turn_probability()
-        assert p is not None and p >= pipe.speculate_above, (real, p)
-        out = [item async for item in s.respond(Turn(response_id=1, audio=x))]
+        if long_pause:  # as if the pause went on past the lookahead while the real state stayed put
+            await s.on_pause(pipe.lookahead_ms + LOOK_MARGIN_MS + 32.0)
+        return real, p, [item async for item in s.respond(Turn(response_id=1, audio=x))]
+
+    try:
+        real, p, out = await turn(long_pause=False)
+        _, _, stale = await turn(long_pause=True)
     finally:
         worker.stop()
+    assert real is not None and real < pipe.speculate_above  # the real state has not caught up
+    assert p is not None and p >= pipe.speculate_above, (real, p)
     assert StageTiming("speculative", 1.0) in out
+    user = "".join(i.delta for i in out if isinstance(i, ReplyText) and i.role == "user")
     said = "".join(i.delta for i in out if isinstance(i, ReplyText) and i.role == "assistant")
+    assert user.rstrip().endswith("two plus two"), user  # the transcript has the lookahead's piece
     assert "four" in said.lower(), said
+    # the real state never heard the last "two": the lookahead's speculation is not used
+    assert StageTiming("speculative", 0.0) in stale
+    user = "".join(i.delta for i in stale if isinstance(i, ReplyText) and i.role == "user")
+    assert not user.rstrip().endswith("two plus two"), user
