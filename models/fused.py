@@ -128,6 +128,7 @@ def rvq_graph(codebooks: np.ndarray) -> bytes:
 
 
 LOOK_RECENT = 1024  # samples of recent input whose quietest block lookahead repeats
+LOOK_MARGIN_MS = 160.0  # a server looks ahead in pauses up to lookahead_ms + this
 
 
 def look_tail(recent: np.ndarray, ms: float, block: int = 256) -> np.ndarray:

@@ -20,9 +20,10 @@ Traces come from the bundle's runtime pushed in 20 ms chunks with Silero VAD in
 32 ms windows, as a session feeds them. The rule is chosen on dev speech of
 training voices (the training cache's last 200 utterances, never fitted; see
 ``speech_data --only dev``): the lowest median delay plus a quarter of the p95
-among rules that fire in mid-question pauses no more often than the shipped
-rule did on dev, and before the speech ends (a takeover; lookahead can fire in
-the weak last phoneme) in at most 2 points more of the complete questions. It is then scored on the held-out eval speech, with the text
+among rules that fire in mid-question pauses no more often than the reference
+rule (the head's trained threshold, no lookahead, 64 ms of VAD silence) did on
+dev, and before the speech ends (a takeover; lookahead can fire in the weak
+last phoneme) in at most 2 points more of the complete questions. It is then scored on the held-out eval speech, with the text
 answer computed from the state at the moment the rule fires.
 ``--write-manifest`` stores ``lookahead_ms``, ``threshold`` and
 ``min_silence_ms`` in ``bundles/fused/manifest.json`` (config only; graphs
@@ -41,16 +42,24 @@ from typing import Any
 import numpy as np
 
 from models.domain import normalize
-from models.fused import DEFAULT_BUNDLE, LOOK_RECENT, FusedModel, FusedState, look_tail
+from models.fused import (
+    DEFAULT_BUNDLE,
+    LOOK_MARGIN_MS,
+    LOOK_RECENT,
+    FusedModel,
+    FusedState,
+    look_tail,
+)
 
 CHUNK = 320  # 20 ms at 16 kHz
 WIN = 512  # Silero window, 32 ms
 VAD_ON, VAD_OFF = 0.5, 0.35  # the Endpointer's hysteresis (threshold, neg_threshold)
 STOP_WINDOWS = 47  # the 1.5 s fallback, in windows
+PREFIX = 4800  # the session's 300 ms of prefix padding, fed at the speech start
 FALLBACK_MS = 1600.0  # delay counted for a turn no rule ends in the trace (fallback + VAD lag)
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 SILENCES = (1, 2, 3, 4)  # VAD windows
-EARLY_SLACK = 0.02  # more fires before the speech end than the shipped rule that a rule may add
+EARLY_SLACK = 0.02  # more fires before the speech end than the reference rule that a rule may add
 
 
 @dataclass
@@ -67,31 +76,54 @@ class Trace:
 
 def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
                keep_states: bool = False) -> Trace:  # fmt: skip
-    """Feed one utterance as a session does; in VAD-silent windows read the head on a
-    lookahead copy (``tail_ms`` > 0) or on the real state."""
+    """Feed one utterance as a session feeds the fused pipeline and record, per VAD window,
+    the end-of-turn value the Endpointer would read.
+
+    Mirrors ``server.session`` + ``server.pipelines.fused``: the model is reset at the
+    speech start (``Endpointer`` hysteresis) and fed from 300 ms before it; in a pause
+    (``Endpointer.pause_ms_if``) up to ``tail_ms`` + the margin, the value is the head on a
+    lookahead copy; otherwise the runtime's own gap rule (``end_of_turn_probability``).
+    """
+    from streaming.turn import EndpointConfig, Endpointer, SpeechStarted
     from streaming.vad import VadStream
 
     pcm = it["pcm"].astype(np.float32) / 32767
     st = fm.new_state()
     vs = VadStream(vad)
+    ep = Endpointer(EndpointConfig(stop_s=STOP_WINDOWS * WIN / 16000, max_turn_s=600.0))
     ends, probs, heads, pieces, states = [], [], [], [], {}
-    heard = 0
+    heard, listening, eot = 0, False, 0.0
+    recent = np.zeros(0, np.float32)
     for i in range(0, len(pcm), CHUNK):
         chunk = pcm[i : i + CHUNK]
-        fm.push_audio(st, chunk)
-        vs.push(chunk)
         heard += len(chunk)
+        if listening:
+            fm.push_audio(st, chunk)
+            recent = np.concatenate([recent, chunk])[-LOOK_RECENT:]
+            eot = fm.end_of_turn_probability(st)
+        vs.push(chunk)
         while (w := vs.take_window()) is not None:
             p = vad.process(vs.state, w)
             s = st
-            if tail_ms > 0 and p < VAD_OFF and st.user_ids:
-                s = fm.lookahead(st, look_tail(pcm[max(0, heard - LOOK_RECENT) : heard], tail_ms))
+            pause = ep.pause_ms_if(p) if listening else None
+            if pause is not None and tail_ms > 0 and pause <= tail_ms + LOOK_MARGIN_MS:
+                if st.user_ids:
+                    s = fm.lookahead(st, look_tail(recent, tail_ms))
+                eot = fm.head_probability(s)
             probs.append(p)
             ends.append(len(ends) * WIN + WIN)
-            heads.append(fm.head_probability(s))
+            heads.append(eot if listening else 0.0)
             pieces.append(len(s.user_ids))
             if keep_states:
                 states[len(ends) - 1] = fm.clone_state(s)
+            for ev in ep.step(p):
+                if isinstance(ev, SpeechStarted) and not listening:
+                    listening = True
+                    fm.reset_turn(st)
+                    padded = pcm[max(0, ev.frame * WIN - PREFIX) : heard]
+                    fm.push_audio(st, padded)
+                    recent = padded[-LOOK_RECENT:]
+                    eot = fm.end_of_turn_probability(st)
     item = {k: v for k, v in it.items() if k not in ("pcm", "mel")}
     return Trace(item, np.array(ends), np.array(probs), np.array(heads), np.array(pieces), states)
 
@@ -188,7 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     dev = list(np.load(args.dev, allow_pickle=True))
     ev = list(np.load(args.eval, allow_pickle=True))
     fm = FusedModel(args.bundle)
-    shipped = (fm.eot_threshold, max(1, round(fm.min_silence_ms / 32)))
+    eot_cfg = fm.bundle.config.get("end_of_turn") or {}
+    # The reference: the head's trained threshold, no lookahead, 64 ms of VAD silence.
+    trained = float(eot_cfg.get("trained_threshold", fm.eot_threshold))
+    shipped = (trained, 2)
     lines = ["# End-of-turn rule tuning", "",
              f"`python -m models.training.eot_tune --tails {args.tails}` (dev: {len(dev)} utterances "
              f"of training voices; eval: {len(ev)} held-out)", "",
@@ -203,9 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"lookahead {tail:.0f} ms: traces in {time.time() - t0:.0f}s", flush=True)
         if base_dev is None:  # the first tail (0) with the shipped rule sets the pause limit
             base_dev = score(dtr, *shipped)
-            lines.append(f"| {tail:.0f} | {shipped[0]} | {shipped[1] * 32} | dev (shipped rule) | "
+            lines.append(f"| {tail:.0f} | {shipped[0]} | {shipped[1] * 32} | dev (reference rule) | "
                          + row(base_dev))  # fmt: skip
-            lines.append(f"| {tail:.0f} | {shipped[0]} | {shipped[1] * 32} | eval (shipped rule) | "
+            lines.append(f"| {tail:.0f} | {shipped[0]} | {shipped[1] * 32} | eval (reference rule) | "
                          + row(score(etr, *shipped)))  # fmt: skip
         for thr in THRESHOLDS:
             for sil in SILENCES:
@@ -238,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         mp = args.bundle / "manifest.json"
         man = json.loads(mp.read_text())
         eot = man["config"]["end_of_turn"]
-        eot.update(threshold=thr, min_silence_ms=sil * 32.0, lookahead_ms=tail)
+        eot.update(threshold=thr, min_silence_ms=sil * 32.0, lookahead_ms=tail, trained_threshold=trained)
         mp.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
         print(f"wrote {mp}")
 

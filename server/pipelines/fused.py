@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from models.codec import CodecDecoder, CodecStream
-from models.fused import LOOK_RECENT, FusedModel, FusedOptions, FusedState, look_tail
+from models.fused import (
+    LOOK_MARGIN_MS,
+    LOOK_RECENT,
+    FusedModel,
+    FusedOptions,
+    FusedState,
+    look_tail,
+)
 from models.runtime import RuntimeOptions
 from server.config import ServerConfig
 from server.pipelines.base import (
@@ -40,7 +47,6 @@ from server.pipelines.base import (
 from server.worker import InferenceWorker
 from streaming.level import first_audible
 
-LOOK_MARGIN_MS = 160.0  # lookahead runs in pauses up to lookahead_ms + this
 FIRST_CHUNK = 2  # token frames in the first codec chunk (smallest, for latency)
 CHUNK = 6  # token frames per later chunk
 _CLAUSE_END = re.compile(r"[.!?]$")

@@ -62,9 +62,10 @@ async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
     """In a VAD pause the session reads the head on a lookahead copy; a confident head there
     starts the reply from that copy, so the encoder's late last piece is not waited for. A
     speculation the real audio never confirmed is not used."""
+    from models.fused import LOOK_MARGIN_MS
     from server.config import ServerConfig
     from server.pipelines.base import ReplyText, StageTiming, Turn
-    from server.pipelines.fused import LOOK_MARGIN_MS, FusedPipeline
+    from server.pipelines.fused import FusedPipeline
     from server.worker import InferenceWorker
 
     pipe = FusedPipeline(ServerConfig(bundles_dir=str(ROOT / "bundles")))

@@ -1,0 +1,48 @@
+"""The end-of-turn tuning tool's offline rule is the server's Endpointer rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.training.eot_tune import STOP_WINDOWS, WIN, Trace, fire_window, score
+from streaming.turn import EndOfTurn, EndpointConfig, Endpointer
+
+
+def endpointer_fire(vad: np.ndarray, head: np.ndarray, thr: float, sil: int) -> int | None:
+    ep = Endpointer(EndpointConfig(stop_s=STOP_WINDOWS * 0.032, min_silence_s=sil * 0.032,
+                                   eot_threshold=thr, max_turn_s=600.0))  # fmt: skip
+    for k, (p, h) in enumerate(zip(vad, head, strict=True)):
+        if any(isinstance(e, EndOfTurn) for e in ep.step(float(p), eot_prob=float(h))):
+            return k
+    return None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fire_window_matches_the_endpointer(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 120
+    # speech-like runs of VAD probabilities, with values around both hysteresis thresholds
+    levels = rng.choice([0.05, 0.3, 0.42, 0.55, 0.9], size=n // 6 + 1)
+    vad = np.repeat(levels, 6)[:n] + rng.uniform(-0.03, 0.03, n)
+    head = rng.uniform(0, 1, n) ** 3
+    thr, sil = float(rng.choice([0.5, 0.8, 0.9])), int(rng.integers(1, 4))
+    tr = Trace({}, np.arange(1, n + 1) * WIN, vad, head, np.zeros(n, int))
+    assert fire_window(tr, thr, sil) == endpointer_fire(vad, head, thr, sil)
+
+
+def test_score_counts_delays_takeovers_and_pause_fires() -> None:
+    n = 60
+    vad = np.array([0.05] * 5 + [0.9] * 20 + [0.05] * 35)
+    head = np.zeros(n)
+    head[27:] = 0.95  # confident from window 27: the rule (0.9, 2) fires at window 27
+    ends = np.arange(1, n + 1) * WIN
+    item = {"skill": "addition", "pause": None, "end": int(ends[24])}  # speech ends at window 25's start
+    tr = Trace(item, ends, vad, head, np.zeros(n, int))
+    s = score([tr], 0.9, 2)
+    assert s["early"] == 0 and s["p50"] == pytest.approx((ends[27] - ends[24]) / 16)
+    late = Trace(dict(item, end=int(ends[40])), ends, vad, head, np.zeros(n, int))
+    assert score([late], 0.9, 2)["early"] == 1.0  # fired before the labelled end: a takeover
+    paused = Trace(dict(item, end=int(ends[-1]), pause=(int(ends[24]), int(ends[30]))), ends, vad, head,
+                   np.zeros(n, int))  # fmt: skip
+    assert score([paused], 0.9, 2)["pause_fire"] == 1.0
