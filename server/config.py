@@ -48,6 +48,7 @@ class ServerConfig:
     min_silence_ms: float = _f(96.0, "silence that confirms a learned end of turn")
     prefix_padding_ms: float = _f(300.0, "audio kept before speech start")
     barge_in_ms: float = _f(96.0, "user speech during a reply that interrupts it")
+    echo_tail_ms: float = _f(300.0, "after a reply completes, input audio during which speech still needs barge_in_ms to start a turn (the reply's echo may still arrive); 0: off")
     # limits (a session may lower, never raise)
     max_sessions: int = _f(16, "concurrent websocket sessions; more get HTTP 503")
     max_message_bytes: int = _f(262144, "largest accepted websocket message")
@@ -88,6 +89,8 @@ class ServerConfig:
             raise ValueError("max_sessions >= 1 and max_message_bytes >= 1024")
         if not 0.05 <= self.vad_threshold <= 0.99:
             raise ValueError("vad_threshold must be in [0.05, 0.99]")
+        if self.echo_tail_ms < 0:
+            raise ValueError("echo_tail_ms must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError("device must be auto, cpu or cuda")
 

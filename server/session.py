@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -187,6 +188,7 @@ class Session:
 
     def _configure_turn(self) -> None:
         self._ep_base = self._vad_frames  # the endpointer counts frames from its creation
+        self._echo_tail_end: int | None = None  # VAD frame where the last reply's echo tail ends
         t = self.settings.turn
         self._endpointer = tt.Endpointer(
             tt.EndpointConfig(
@@ -351,6 +353,8 @@ class Session:
         for i in range(0, len(windows), VAD_SLICE):
             probs = await self.worker.vad(self._vad.state, np.stack(windows[i : i + VAD_SLICE]))
             for p in probs:
+                if self._echo_tail_end is not None and self._vad_frames >= self._echo_tail_end:
+                    self._end_echo_tail()
                 self._vad_frames += 1
                 if semantic and (silence_ms := self._endpointer.pause_ms_if(float(p))) is not None:
                     await self._pipe.on_pause(silence_ms)
@@ -361,6 +365,13 @@ class Session:
     def _reset_endpointer(self) -> None:
         self._endpointer.reset()
         self._ep_base = self._vad_frames
+        self._echo_tail_end = None
+
+    def _end_echo_tail(self) -> None:
+        """The finished reply's echo can no longer arrive: back to the listening rules."""
+        self._echo_tail_end = None
+        if self.response is None:
+            self._endpointer.response_finished()  # no-op if speech already started a turn
 
     def _sample_of(self, ep_frame: int) -> int:
         """Absolute 16 kHz input position of an endpointer frame boundary."""
@@ -465,6 +476,7 @@ class Session:
         rid = next(self._rids)
         r = _Response(rid=rid, pipeline=self.settings.pipeline, timings=dict(timings))
         self.response = r
+        self._echo_tail_end = None  # the endpointer stays RESPONDING for this reply
         turn = Turn(response_id=rid, audio=turn.audio, text=turn.text, reason=turn.reason)
         self.emit(ev.ResponseStarted(rid, r.pipeline, self.settings.output_sample_rate, input_ms))
         if self._endpointer.phase is tt.TurnPhase.LISTENING:
@@ -549,7 +561,14 @@ class Session:
         if self.response is not r:
             return
         self.response = None
-        self._endpointer.response_finished()
+        if r.final_status == "completed" and self.cfg.echo_tail_ms > 0:
+            # The client still plays up to output_lead_ms of this reply (plus its
+            # jitter buffer), and the echo of that comes later still. Keep the
+            # stricter barge-in rule for echo_tail_ms more of input audio, so a faint
+            # echo of the reply's end does not start a turn (see _end_echo_tail).
+            self._echo_tail_end = self._vad_frames + math.ceil(self.cfg.echo_tail_ms / 1000 / FRAME_S)
+        else:
+            self._endpointer.response_finished()
         audio_ms = r.sent * 1000 / self.settings.output_sample_rate
         self.metrics.responses.labels(r.pipeline, r.final_status).inc()
         log(logging.INFO, "response done", session=self.id, response=r.rid, status=r.final_status,

@@ -47,21 +47,23 @@ needs_browser = pytest.mark.skipif(
 )
 
 
+# Flags for a quiet headless Chromium that may use the microphone without asking.
+BASE_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
 def chromium_args(fake_mic: Path) -> list[str]:
-    return [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={fake_mic}%noloop",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
+    return ["--headless", *BASE_ARGS, "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={fake_mic}%noloop"]  # fmt: skip
 
 
 @contextlib.asynccontextmanager

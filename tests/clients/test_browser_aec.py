@@ -43,7 +43,7 @@ import pytest
 import soundfile as sf
 
 from tests.clients.conftest import needs_espeak, say
-from tests.clients.test_browser import CHROMIUM, REPORTS, needs_browser
+from tests.clients.test_browser import BASE_ARGS, CHROMIUM, REPORTS, needs_browser
 
 try:
     from playwright.async_api import Browser, Page, async_playwright
@@ -176,17 +176,7 @@ async def chromium_in(room: Room) -> AsyncIterator[Browser]:
             headless=True,
             env=env,
             ignore_default_args=["--mute-audio"],  # playwright mutes audio output by default
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--use-fake-ui-for-media-stream",  # allow the microphone without asking
-                "--autoplay-policy=no-user-gesture-required",
-            ],
+            args=BASE_ARGS,  # no fake devices: the room's sound card
         )
         try:
             yield browser
