@@ -53,7 +53,6 @@ from models.fused import (
 
 CHUNK = 320  # 20 ms at 16 kHz
 WIN = 512  # Silero window, 32 ms
-VAD_ON, VAD_OFF = 0.5, 0.35  # the Endpointer's hysteresis (threshold, neg_threshold)
 STOP_WINDOWS = 47  # the 1.5 s fallback, in windows
 PREFIX = 4800  # the session's 300 ms of prefix padding, fed at the speech start
 FALLBACK_MS = 1600.0  # delay counted for a turn no rule ends in the trace (fallback + VAD lag)
@@ -129,29 +128,16 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
 
 
 def fire_window(tr: Trace, threshold: float, min_silence: int) -> int | None:
-    """The window where ``streaming.turn.Endpointer`` would end the turn (None: not in the trace).
+    """The window where the server's ``Endpointer`` ends the turn (None: not in the trace),
+    with the trace's end-of-turn values, ``threshold`` and ``min_silence`` windows."""
+    from streaming.turn import EndOfTurn, EndpointConfig, Endpointer
 
-    Speech starts after 2 windows >= 0.5; once speaking, a window < 0.35 starts a
-    pause and one >= 0.5 resumes speech.
-    """
-    run = 0
-    started = speaking = False
-    silence = 0
-    for k, p in enumerate(tr.vad):
-        above = p >= VAD_ON
-        run = run + 1 if above else 0
-        if not started:
-            started = speaking = run >= 2
-            continue
-        if speaking:
-            if p < VAD_OFF:
-                speaking, silence = False, 1
-        elif above:
-            speaking = True
-        else:
-            silence += 1
-        if not speaking and ((tr.head[k] >= threshold and silence >= min_silence)
-                             or silence >= STOP_WINDOWS):  # fmt: skip
+    ep = Endpointer(EndpointConfig(stop_s=STOP_WINDOWS * WIN / 16000, max_turn_s=600.0,
+                                   min_silence_s=min_silence * WIN / 16000,
+                                   eot_threshold=min(1.0, threshold)))  # fmt: skip
+    never = threshold > 1.0  # a rule that never fires on the head: the fallback only
+    for k, (p, h) in enumerate(zip(tr.vad, tr.head, strict=True)):
+        if any(isinstance(e, EndOfTurn) for e in ep.step(float(p), None if never else float(h))):
             return k
     return None
 
