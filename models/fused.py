@@ -179,6 +179,8 @@ class FusedModel:
         self.lookahead_ms = float(eot_cfg.get("lookahead_ms", 0.0))
         #: VAD silence that must confirm the head (the server's ``min_silence_ms``)
         self.min_silence_ms = float(eot_cfg.get("min_silence_ms", 64.0))
+        #: the server's ``level_gate`` (``streaming.level.QuietGate``; 0: off)
+        self.level_gate = float(eot_cfg.get("level_gate", 0.0))
         ro = self.options.runtime
         self.encoder = create_session(self.bundle.graph("encoder"), ro)
         self.lm = create_session(self.bundle.graph("lm_step"), ro)

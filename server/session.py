@@ -41,7 +41,7 @@ from server.pipelines.base import (
 from server.worker import InferenceWorker
 from streaming import turn as tt
 from streaming.audio import StreamResampler, check_rate, pcm16_to_float32
-from streaming.level import first_audible, refine_speech_end
+from streaming.level import QuietGate, first_audible, refine_speech_end
 from streaming.pacer import Pacer
 from streaming.ring import RingBuffer
 from streaming.vad import SAMPLE_RATE, WINDOW, VadStream
@@ -55,6 +55,7 @@ TURN_KEYS = (
     "stop_ms",
     "min_silence_ms",
     "eot_threshold",
+    "level_gate",
     "prefix_padding_ms",
     "barge_in_ms",
     "interrupt_response",
@@ -94,6 +95,7 @@ def default_settings(cfg: ServerConfig, pipeline: Pipeline) -> Settings:
             "stop_ms": cfg.vad_stop_ms,
             "min_silence_ms": cfg.min_silence_ms,
             "eot_threshold": 0.5,
+            "level_gate": 0.0,
             "prefix_padding_ms": cfg.prefix_padding_ms,
             "barge_in_ms": cfg.barge_in_ms,
             "interrupt_response": True,
@@ -203,6 +205,8 @@ class Session:
             ),
             frame_s=FRAME_S,
         )
+        below = float(t["level_gate"])
+        self._gate = QuietGate(below) if below > 0 else None
 
     def _open_pipeline(self) -> None:
         if self._pipe is not None:
@@ -352,7 +356,10 @@ class Session:
         # audio at once waits behind other sessions' frames, not ahead of them.
         for i in range(0, len(windows), VAD_SLICE):
             probs = await self.worker.vad(self._vad.state, np.stack(windows[i : i + VAD_SLICE]))
-            for p in probs:
+            for w, p in zip(windows[i : i + VAD_SLICE], probs, strict=True):
+                if self._gate is not None:  # in a turn, a window back at the background is silence
+                    in_turn = self._endpointer.phase is tt.TurnPhase.USER_SPEAKING
+                    p = self._gate.gate(float(p), w, in_turn)
                 if self._echo_tail_end is not None and self._vad_frames >= self._echo_tail_end:
                     self._end_echo_tail()
                 self._vad_frames += 1

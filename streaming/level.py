@@ -9,6 +9,8 @@ be moved to the last 10 ms window that is clearly louder than that silence
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 MIN_DBFS = -40.0
@@ -62,3 +64,52 @@ def first_audible(pcm: np.ndarray, rate: int, *, level_dbfs: float = -50.0, keep
     if len(loud) == 0:
         return None
     return max(0, int(loud[0]) * win - int(keep_s * rate))
+
+
+class QuietGate:
+    """Counts a VAD window as silence as soon as its level is back at the background.
+
+    Silero's probability stays high for a median ~100 ms after speech energy has
+    gone, so a pause (or the end of a turn) starts that late. Inside a user turn,
+    a window whose VAD probability is below ``below`` and whose level is under
+    ``max(background + margin_db, speech - depth_db)`` is passed on as probability
+    0. ``background`` is the 20th percentile of the levels of recent windows heard
+    outside a turn with probability under ``background_prob``; ``speech`` the 80th
+    percentile of recent windows at or above ``speech_prob``. Until both are known
+    the gate passes every probability through unchanged, and it never raises one.
+    """
+
+    def __init__(self, below: float, *, margin_db: float = 10.0, depth_db: float = 30.0,
+                 history: int = 60, background_prob: float = 0.35,
+                 speech_prob: float = 0.5) -> None:  # fmt: skip
+        if not 0.0 <= below <= 1.0:
+            raise ValueError(f"below must be in [0, 1], got {below!r}")
+        self.below = below
+        self.margin_db, self.depth_db = margin_db, depth_db
+        self.background_prob, self.speech_prob = background_prob, speech_prob
+        self._background: deque[float] = deque(maxlen=history)
+        self._speech: deque[float] = deque(maxlen=history)
+
+    def level_db(self, window: np.ndarray) -> float:
+        return float(10 * np.log10(np.mean(np.square(window, dtype=np.float64)) + 1e-12))
+
+    def quiet_level(self) -> float | None:
+        """The level under which a window in a turn is quiet; None until it is known."""
+        if not self._background or not self._speech:
+            return None
+        bg = float(np.percentile(self._background, 20))
+        sp = float(np.percentile(self._speech, 80))
+        return max(bg + self.margin_db, sp - self.depth_db)
+
+    def gate(self, prob: float, window: np.ndarray, in_turn: bool) -> float:
+        """The probability to give the endpointer for this window (0 when gated)."""
+        level = self.level_db(window)
+        quiet = self.quiet_level()
+        out = prob
+        if in_turn and quiet is not None and prob < self.below and level < quiet:
+            out = 0.0
+        if prob < self.background_prob and not in_turn:
+            self._background.append(level)
+        if prob >= self.speech_prob:
+            self._speech.append(level)
+        return out

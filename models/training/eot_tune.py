@@ -13,8 +13,10 @@ speech ends, so a head read on what was really heard comes late. *Lookahead*
 server pushes ``lookahead_ms`` of the recent background, repeated, through a
 copy of the model state and reads the head there; if the user does stay
 silent, the real audio would have given the same pieces. This tool searches
-``lookahead_ms`` (``--tails``; 0 = no lookahead), ``threshold`` and
-``min_silence``.
+``lookahead_ms`` (``--tails``; 0 = no lookahead), the session's ``level_gate``
+(``--gates``; ``streaming.level.QuietGate``: a window back at the background
+level counts as VAD silence, so pauses start before Silero's probability
+drops; 0 = off), ``threshold`` and ``min_silence``.
 
 Traces come from the bundle's runtime pushed in 20 ms chunks with Silero VAD in
 32 ms windows, as a session feeds them. The rule is chosen on dev speech of
@@ -25,7 +27,7 @@ rule (the head's trained threshold, no lookahead, 64 ms of VAD silence) did on
 dev, and before the speech ends (a takeover; lookahead can fire in the weak
 last phoneme) in at most 2 points more of the complete questions. It is then scored on the held-out eval speech, with the text
 answer computed from the state at the moment the rule fires.
-``--write-manifest`` stores ``lookahead_ms``, ``threshold`` and
+``--write-manifest`` stores ``lookahead_ms``, ``level_gate``, ``threshold`` and
 ``min_silence_ms`` in ``bundles/fused/manifest.json`` (config only; graphs
 unchanged) and the report goes to ``reports/eot_tune.md``.
 """
@@ -74,7 +76,7 @@ class Trace:
 
 
 def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
-               keep_states: bool = False) -> Trace:  # fmt: skip
+               keep_states: bool = False, gate_below: float = 0.0) -> Trace:  # fmt: skip
     """Feed one utterance as a session feeds the fused pipeline and record, per VAD window,
     the end-of-turn value the Endpointer would read.
 
@@ -82,9 +84,13 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
     speech start (``Endpointer`` hysteresis) and fed from 300 ms before it; in a pause
     (``Endpointer.pause_ms_if``) up to ``tail_ms`` + the margin, the value is the head on a
     lookahead copy; otherwise the runtime's own gap rule (``end_of_turn_probability``).
+    With ``gate_below`` > 0 the VAD probabilities pass the session's ``QuietGate`` first.
     """
-    from streaming.turn import EndpointConfig, Endpointer, SpeechStarted
+    from streaming.level import QuietGate
+    from streaming.turn import EndpointConfig, Endpointer, SpeechStarted, TurnPhase
     from streaming.vad import VadStream
+
+    gate = QuietGate(gate_below) if gate_below > 0 else None
 
     pcm = it["pcm"].astype(np.float32) / 32767
     st = fm.new_state()
@@ -103,6 +109,8 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
         vs.push(chunk)
         while (w := vs.take_window()) is not None:
             p = vad.process(vs.state, w)
+            if gate is not None:
+                p = gate.gate(p, w, ep.phase is TurnPhase.USER_SPEAKING)
             s = st
             pause = ep.pause_ms_if(p) if listening else None
             if pause is not None and tail_ms > 0 and pause <= tail_ms + LOOK_MARGIN_MS:
@@ -173,13 +181,13 @@ def fmt(s: dict[str, float]) -> str:
 
 
 def answers_at_fire(fm: FusedModel, vad: Any, items: list[dict[str, Any]], tail_ms: float,
-                    threshold: float, min_silence: int) -> float:  # fmt: skip
+                    threshold: float, min_silence: int, gate: float = 0.0) -> float:  # fmt: skip
     """Exact-match answers computed from the (lookahead) state at the moment the rule fires."""
     ok = n = 0
     for it in items:
         if it["skill"] == "incomplete":
             continue
-        tr = trace_item(fm, vad, it, tail_ms, keep_states=True)
+        tr = trace_item(fm, vad, it, tail_ms, keep_states=True, gate_below=gate)
         k = fire_window(tr, threshold, min_silence)
         st = tr.states[len(tr.ends) - 1 if k is None else k]
         fm.start_reply(st)
@@ -197,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dev", type=Path, default=Path("data/fused/speech_dev_s0_n4000.npy"))
     ap.add_argument("--eval", type=Path, default=Path("data/fused/speech_eval_s0_n480.npy"))
     ap.add_argument("--tails", default="0,240,400", help="lookahead_ms values to try")
+    ap.add_argument("--gates", default="0", help="level_gate values to try (0: off)")
     ap.add_argument("--no-answers", action="store_true")
     ap.add_argument("--write-manifest", action="store_true")
     args = ap.parse_args(argv)
@@ -211,43 +220,46 @@ def main(argv: list[str] | None = None) -> None:
     trained = float(eot_cfg.get("trained_threshold", fm.eot_threshold))
     shipped = (trained, 2)
     lines = ["# End-of-turn rule tuning", "",
-             f"`python -m models.training.eot_tune --tails {args.tails}` (dev: {len(dev)} utterances "
+             f"`python -m models.training.eot_tune --tails {args.tails} --gates {args.gates}` (dev: {len(dev)} utterances "
              f"of training voices; eval: {len(ev)} held-out)", "",
-             "| lookahead ms | threshold | min silence ms | set | within 200 ms | before end | "
-             "fires in pauses | delay p50 | p90 | p95 |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| lookahead ms | level gate | threshold | min silence ms | set | within 200 ms | "
+             "before end | fires in pauses | delay p50 | p90 | p95 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     base_dev = None
     cands = []
-    for tail in [float(x) for x in args.tails.split(",")]:
+    variants = [(float(t), float(g)) for t in args.tails.split(",") for g in args.gates.split(",")]
+    for tail, gate in variants:
         t0 = time.time()
-        dtr = [trace_item(fm, vad, it, tail) for it in dev]
-        etr = [trace_item(fm, vad, it, tail) for it in ev]
-        print(f"lookahead {tail:.0f} ms: traces in {time.time() - t0:.0f}s", flush=True)
-        if base_dev is None:  # the first tail (0) with the shipped rule sets the pause limit
+        dtr = [trace_item(fm, vad, it, tail, gate_below=gate) for it in dev]
+        etr = [trace_item(fm, vad, it, tail, gate_below=gate) for it in ev]
+        print(f"lookahead {tail:.0f} ms, level gate {gate:g}: traces in {time.time() - t0:.0f}s",
+              flush=True)  # fmt: skip
+        if base_dev is None:  # the first variant (tail 0, no gate) with the shipped rule sets the limits
             base_dev = score(dtr, *shipped)
-            lines.append(f"| {tail:.0f} | {shipped[0]} | {shipped[1] * 32} | dev (reference rule) | "
-                         + row(base_dev))  # fmt: skip
-            lines.append(f"| {tail:.0f} | {shipped[0]} | {shipped[1] * 32} | eval (reference rule) | "
-                         + row(score(etr, *shipped)))  # fmt: skip
+            ref = f"| {tail:.0f} | {gate:g} | {shipped[0]} | {shipped[1] * 32} |"
+            lines.append(f"{ref} dev (reference rule) | " + row(base_dev))
+            lines.append(f"{ref} eval (reference rule) | " + row(score(etr, *shipped)))
         for thr in THRESHOLDS:
             for sil in SILENCES:
                 s = score(dtr, thr, sil)
                 if (s["pause_fire"] <= base_dev["pause_fire"]
                         and s["early"] <= base_dev["early"] + EARLY_SLACK):  # fmt: skip
-                    cands.append((s["p50"] + s["p95"] / 4, tail, thr, sil, s, etr))
-        best = min((c for c in cands if c[1] == tail), key=lambda c: c[0], default=None)
+                    cands.append((s["p50"] + s["p95"] / 4, tail, gate, thr, sil, s, etr))
+        best = min((c for c in cands if c[1:3] == (tail, gate)), key=lambda c: c[0], default=None)
         if best is not None:
-            _, _, thr, sil, s, _ = best
+            _, _, _, thr, sil, s, _ = best
             print(f"  best on dev: threshold {thr}, min silence {sil * 32} ms: {fmt(s)}", flush=True)
-            lines.append(f"| {tail:.0f} | {thr} | {sil * 32} | dev | " + row(s))
-            lines.append(f"| {tail:.0f} | {thr} | {sil * 32} | eval | " + row(score(etr, thr, sil)))
+            head = f"| {tail:.0f} | {gate:g} | {thr} | {sil * 32} |"
+            lines.append(f"{head} dev | " + row(s))
+            lines.append(f"{head} eval | " + row(score(etr, thr, sil)))
     if not cands:
         raise SystemExit("no rule met the limits")
-    _, tail, thr, sil, s, etr = min(cands, key=lambda c: c[0])
+    _, tail, gate, thr, sil, s, etr = min(cands, key=lambda c: c[0])
     es = score(etr, thr, sil)
-    lines += ["", f"Chosen on dev: lookahead {tail:.0f} ms, threshold {thr}, min silence {sil * 32} ms.",
-              f"Eval: {fmt(es)}."]  # fmt: skip
+    lines += ["", f"Chosen on dev: lookahead {tail:.0f} ms, level gate {gate:g}, threshold {thr}, "
+              f"min silence {sil * 32} ms.", f"Eval: {fmt(es)}."]  # fmt: skip
     if not args.no_answers:
-        a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil)
+        a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil, gate)
         a_end = answers_at_fire(fm, vad, ev, 0.0, 2.0, 1)  # never fires: the whole utterance
         lines.append(f"Eval text answers exact when the rule fires: {a_fire:.3f} "
                      f"(after the whole utterance: {a_end:.3f}).")  # fmt: skip
@@ -259,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
         mp = args.bundle / "manifest.json"
         man = json.loads(mp.read_text())
         eot = man["config"]["end_of_turn"]
-        eot.update(threshold=thr, min_silence_ms=sil * 32.0, lookahead_ms=tail, trained_threshold=trained)
+        eot.update(threshold=thr, min_silence_ms=sil * 32.0, lookahead_ms=tail, level_gate=gate,
+                   trained_threshold=trained)
         mp.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
         print(f"wrote {mp}")
 

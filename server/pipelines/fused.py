@@ -281,6 +281,7 @@ class FusedPipeline(Pipeline):
             "stop_ms": 1500.0,
             "min_silence_ms": self.model.min_silence_ms,
             "eot_threshold": self.model.eot_threshold,
+            "level_gate": self.model.level_gate,
         }
 
     def warmup(self) -> None:

@@ -36,7 +36,10 @@ async def test_fused_answers_a_spoken_question(start_server_with, question: str,
         rec = Received()
         async with connect(rs.url) as ws:
             rec.add(await ws.recv())
-            assert rec.events[0]["session"]["turn_detection"]["mode"] == "semantic"
+            turn = rec.events[0]["session"]["turn_detection"]
+            assert turn["mode"] == "semantic"
+            eot = json.loads((ROOT / "bundles/fused/manifest.json").read_text())["config"]["end_of_turn"]
+            assert turn["level_gate"] == eot.get("level_gate", 0.0)  # the bundle's tuned gate
             sender = asyncio.create_task(stream_realtime(ws, x))
             await collect_until(ws, rec, lambda e: e["type"] == "response.done", timeout=15)
             sender.cancel()

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from streaming.level import first_audible, refine_speech_end
+from streaming.level import QuietGate, first_audible, refine_speech_end
 
 RATE = 16000
 
@@ -38,3 +39,49 @@ def test_first_audible_skips_padding_and_keeps_a_lead_in() -> None:
     start = first_audible(x, RATE)
     assert start is not None and abs(start - (RATE // 5 - RATE // 100)) <= RATE // 100
     assert first_audible(np.zeros(RATE, np.float32), RATE) is None
+
+
+def _tone(db: float, n: int = 512) -> np.ndarray:
+    t = np.arange(n) / 16000
+    return (np.sqrt(2) * 10 ** (db / 20) * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+
+
+def _trained_gate(below: float = 0.9) -> QuietGate:
+    gate = QuietGate(below)
+    for _ in range(10):  # background at -60 dBFS, heard outside a turn
+        assert gate.gate(0.05, _tone(-60), in_turn=False) == 0.05
+    for _ in range(10):  # speech at -20 dBFS
+        assert gate.gate(0.98, _tone(-20), in_turn=True) == 0.98
+    return gate
+
+
+def test_quiet_gate_passes_everything_until_background_and_speech_are_known() -> None:
+    gate = QuietGate(0.9)
+    assert gate.quiet_level() is None
+    assert gate.gate(0.4, _tone(-80), in_turn=True) == 0.4  # no background yet
+    assert gate.gate(0.05, _tone(-60), in_turn=False) == 0.05
+    assert gate.gate(0.4, _tone(-80), in_turn=True) == 0.4  # no speech level yet
+
+
+def test_quiet_gate_makes_a_quiet_window_in_a_turn_silence() -> None:
+    gate = _trained_gate()
+    # max(background + 10, speech - 30) = max(-50, -50)
+    assert gate.quiet_level() == pytest.approx(-50.0, abs=0.1)
+    assert gate.gate(0.8, _tone(-58), in_turn=True) == 0.0  # Silero still unsure: gated
+    assert gate.gate(0.8, _tone(-58), in_turn=False) == 0.8  # outside a turn: untouched
+    assert gate.gate(0.8, _tone(-40), in_turn=True) == 0.8  # loud enough: speech
+    assert gate.gate(0.95, _tone(-58), in_turn=True) == 0.95  # Silero sure: untouched
+
+
+def test_quiet_gate_follows_a_louder_background() -> None:
+    gate = _trained_gate()
+    for _ in range(60):  # the room got noisy: background -35 dBFS, now -25 is not quiet
+        gate.gate(0.1, _tone(-35), in_turn=False)
+    assert gate.quiet_level() == pytest.approx(-25.0, abs=0.1)
+    assert gate.gate(0.8, _tone(-28), in_turn=True) == 0.0
+    assert gate.gate(0.8, _tone(-22), in_turn=True) == 0.8
+
+
+def test_quiet_gate_rejects_a_bad_setting() -> None:
+    with pytest.raises(ValueError, match="below"):
+        QuietGate(1.5)
