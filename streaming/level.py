@@ -71,21 +71,24 @@ class QuietGate:
 
     Silero's probability stays high for a median ~100 ms after speech energy has
     gone, so a pause (or the end of a turn) starts that late. Inside a user turn,
-    a window whose VAD probability is below ``below`` and whose level is under
-    ``max(background + margin_db, speech - depth_db)`` is passed on as probability
-    0. ``background`` is the 20th percentile of the levels of recent windows heard
+    a window whose VAD probability is below ``below`` and whose level is both near
+    the background (under ``max(background, floor_dbfs) + margin_db``) and far
+    below the speech (under ``speech - depth_db``) is passed on as probability 0.
+    ``background`` is the 20th percentile of the levels of recent windows heard
     outside a turn with probability under ``background_prob``; ``speech`` the 80th
-    percentile of recent windows at or above ``speech_prob``. Until both are known
-    the gate passes every probability through unchanged, and it never raises one.
+    percentile of recent windows at or above ``speech_prob``. In loud noise (SNR
+    under about ``depth_db``) nothing is quiet enough and the gate stays shut.
+    Until both levels are known the gate passes every probability through
+    unchanged, and it never raises one.
     """
 
-    def __init__(self, below: float, *, margin_db: float = 10.0, depth_db: float = 30.0,
-                 history: int = 60, background_prob: float = 0.35,
+    def __init__(self, below: float, *, margin_db: float = 6.0, depth_db: float = 30.0,
+                 floor_dbfs: float = -70.0, history: int = 60, background_prob: float = 0.35,
                  speech_prob: float = 0.5) -> None:  # fmt: skip
         if not 0.0 <= below <= 1.0:
             raise ValueError(f"below must be in [0, 1], got {below!r}")
         self.below = below
-        self.margin_db, self.depth_db = margin_db, depth_db
+        self.margin_db, self.depth_db, self.floor_dbfs = margin_db, depth_db, floor_dbfs
         self.background_prob, self.speech_prob = background_prob, speech_prob
         self._background: deque[float] = deque(maxlen=history)
         self._speech: deque[float] = deque(maxlen=history)
@@ -97,9 +100,9 @@ class QuietGate:
         """The level under which a window in a turn is quiet; None until it is known."""
         if not self._background or not self._speech:
             return None
-        bg = float(np.percentile(self._background, 20))
+        bg = max(float(np.percentile(self._background, 20)), self.floor_dbfs)
         sp = float(np.percentile(self._speech, 80))
-        return max(bg + self.margin_db, sp - self.depth_db)
+        return min(bg + self.margin_db, sp - self.depth_db)
 
     def gate(self, prob: float, window: np.ndarray, in_turn: bool) -> float:
         """The probability to give the endpointer for this window (0 when gated)."""

@@ -65,21 +65,25 @@ def test_quiet_gate_passes_everything_until_background_and_speech_are_known() ->
 
 def test_quiet_gate_makes_a_quiet_window_in_a_turn_silence() -> None:
     gate = _trained_gate()
-    # max(background + 10, speech - 30) = max(-50, -50)
-    assert gate.quiet_level() == pytest.approx(-50.0, abs=0.1)
+    # min(background + 6, speech - 30) = min(-54, -50)
+    assert gate.quiet_level() == pytest.approx(-54.0, abs=0.1)
     assert gate.gate(0.8, _tone(-58), in_turn=True) == 0.0  # Silero still unsure: gated
     assert gate.gate(0.8, _tone(-58), in_turn=False) == 0.8  # outside a turn: untouched
-    assert gate.gate(0.8, _tone(-40), in_turn=True) == 0.8  # loud enough: speech
+    assert gate.gate(0.8, _tone(-52), in_turn=True) == 0.8  # above the background: speech
     assert gate.gate(0.95, _tone(-58), in_turn=True) == 0.95  # Silero sure: untouched
 
 
-def test_quiet_gate_follows_a_louder_background() -> None:
+def test_quiet_gate_stays_shut_in_loud_noise_and_opens_in_digital_silence() -> None:
     gate = _trained_gate()
-    for _ in range(60):  # the room got noisy: background -35 dBFS, now -25 is not quiet
+    for _ in range(60):  # noise 15 dB under the speech: no window is 30 dB under it
         gate.gate(0.1, _tone(-35), in_turn=False)
-    assert gate.quiet_level() == pytest.approx(-25.0, abs=0.1)
-    assert gate.gate(0.8, _tone(-28), in_turn=True) == 0.0
-    assert gate.gate(0.8, _tone(-22), in_turn=True) == 0.8
+    assert gate.quiet_level() == pytest.approx(-50.0, abs=0.1)
+    assert gate.gate(0.8, _tone(-36), in_turn=True) == 0.8
+    for _ in range(60):  # digital silence: the background counts as -70 dBFS
+        gate.gate(0.1, np.zeros(512, np.float32), in_turn=False)
+    assert gate.quiet_level() == pytest.approx(-64.0, abs=0.1)
+    assert gate.gate(0.8, _tone(-66), in_turn=True) == 0.0
+    assert gate.gate(0.8, _tone(-60), in_turn=True) == 0.8
 
 
 def test_quiet_gate_rejects_a_bad_setting() -> None:
