@@ -25,7 +25,8 @@ training voices (the training cache's last 200 utterances, never fitted; see
 among rules that fire in mid-question pauses no more often than the reference
 rule (the head's trained threshold, no lookahead, 64 ms of VAD silence) did on
 dev, and before the speech ends (a takeover; lookahead can fire in the weak
-last phoneme) in at most 2 points more of the complete questions. It is then scored on the held-out eval speech, with the text
+last phoneme) in at most 2 points more of the complete questions; and in any case
+in at most 10 % of the pauses and 6 % of the complete questions. It is then scored on the held-out eval speech, with the text
 answer computed from the state at the moment the rule fires.
 ``--write-manifest`` stores ``lookahead_ms``, ``level_gate``, ``threshold`` and
 ``min_silence_ms`` in ``bundles/fused/manifest.json`` (config only; graphs
@@ -58,9 +59,14 @@ WIN = 512  # Silero window, 32 ms
 STOP_WINDOWS = 47  # the 1.5 s fallback, in windows
 PREFIX = 4800  # the session's 300 ms of prefix padding, fed at the speech start
 FALLBACK_MS = 1600.0  # delay counted for a turn no rule ends in the trace (fallback + VAD lag)
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 SILENCES = (1, 2, 3, 4)  # VAD windows
 EARLY_SLACK = 0.02  # more fires before the speech end than the reference rule that a rule may add
+# Absolute caps on dev, whatever the reference rule does (a more eager head makes a laxer
+# reference): about the previous bundle's dev rates (0.091, 0.050), whose rule measured
+# 0/15 pause takeovers and 1/60 takeovers in `rejoinder bench`.
+MAX_PAUSE_FIRE = 0.10
+MAX_EARLY = 0.06
 
 
 @dataclass
@@ -242,8 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         for thr in THRESHOLDS:
             for sil in SILENCES:
                 s = score(dtr, thr, sil)
-                if (s["pause_fire"] <= base_dev["pause_fire"]
-                        and s["early"] <= base_dev["early"] + EARLY_SLACK):  # fmt: skip
+                if (s["pause_fire"] <= min(base_dev["pause_fire"], MAX_PAUSE_FIRE)
+                        and s["early"] <= min(base_dev["early"] + EARLY_SLACK, MAX_EARLY)):  # fmt: skip
                     cands.append((s["p50"] + s["p95"] / 4, tail, gate, thr, sil, s, etr))
         best = min((c for c in cands if c[1:3] == (tail, gate)), key=lambda c: c[0], default=None)
         if best is not None:

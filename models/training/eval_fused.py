@@ -84,12 +84,12 @@ def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
 
     vad = SileroVad()
     sil = max(1, round(fm.min_silence_ms / 32))
-    traces = [trace_item(fm, vad, it, fm.lookahead_ms) for it in items]
+    traces = [trace_item(fm, vad, it, fm.lookahead_ms, gate_below=fm.level_gate) for it in items]
     s = score(traces, fm.eot_threshold, sil)
     inc = [t for t in traces if t.item["skill"] == "incomplete"]
     silent = sum(fire_window(t, fm.eot_threshold, sil) is None for t in inc)
     return ["", f"## End of turn, server rule: head >= {fm.eot_threshold} on a {fm.lookahead_ms:.0f} ms "
-            f"lookahead copy, Silero VAD silence >= {sil * 32} ms", "",
+            f"lookahead copy, Silero VAD silence >= {sil * 32} ms (level gate {fm.level_gate:g})", "",
             f"- complete questions (n={s['n']}): {fmt(s)}",
             f"- incomplete questions (n={len(inc)}): never fired {silent / max(1, len(inc)):.3f}"]  # fmt: skip
 
@@ -212,13 +212,13 @@ def eval_audio(fm: FusedModel, limit: int, times: dict[str, list[float]]) -> lis
     return lines
 
 
-def parity(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
-    """Max |torch - ORT| of the shipped graphs on real speech (needs runs/fused checkpoints)."""
+def parity(fm: FusedModel, items: list[dict[str, Any]], runs: Path | None = None) -> list[str]:
+    """Max |torch - ORT| of the shipped graphs on real speech (needs the runs' checkpoints)."""
     import torch
 
     from models.training.export_fused import load_trained
 
-    m = load_trained()
+    m = load_trained() if runs is None else load_trained(runs)
     enc, lm = m["encoder"], m["lm"]
     diffs = {"encoder logits (ORT streamed 40-200 ms chunks vs torch offline)": 0.0,
              "lm_step logits": 0.0, "lm_step eot": 0.0, "audio z": 0.0}  # fmt: skip
@@ -272,13 +272,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-gap-ms", type=float, default=None, help="default: the bundle's")
     ap.add_argument("--no-audio", action="store_true")
     ap.add_argument("--parity-only", action="store_true")
+    ap.add_argument("--runs", type=Path, default=None, help="parity: checkpoint folder (runs/fused)")
     args = ap.parse_args(argv)
     fm = FusedModel(args.bundle, FusedOptions(min_gap_ms=args.min_gap_ms))
     items = list(np.load(args.speech, allow_pickle=True))[: args.limit]
     lines = [f"# Fused model eval ({fm.bundle.root}, {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPUs, 1 ORT thread)", ""]  # fmt: skip
     if args.parity_only:
-        print("\n".join(parity(fm, items)))
+        print("\n".join(parity(fm, items, args.runs)))
         return
     thr = fm.eot_threshold if args.threshold is None else args.threshold
     text_lines, times = eval_text(fm, items, thr)
