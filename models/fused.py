@@ -181,6 +181,9 @@ class FusedModel:
         self.min_silence_ms = float(eot_cfg.get("min_silence_ms", 64.0))
         #: the server's ``level_gate`` (``streaming.level.QuietGate``; 0: off)
         self.level_gate = float(eot_cfg.get("level_gate", 0.0))
+        #: the server's late tier: head threshold after a silence longer than any pause (0: off)
+        self.late_threshold = float(eot_cfg.get("late_threshold", 0.0))
+        self.late_silence_ms = float(eot_cfg.get("late_silence_ms", 768.0))
         ro = self.options.runtime
         self.encoder = create_session(self.bundle.graph("encoder"), ro)
         self.lm = create_session(self.bundle.graph("lm_step"), ro)

@@ -34,7 +34,8 @@ frames at or above ``threshold``) to start, so short blips are ignored.
 End of turn: by default ``stop_s`` of silence ends the turn. An external
 end-of-turn model (e.g. a learned detector) may pass ``eot_prob`` with each
 frame: when it is at least ``eot_threshold`` after ``min_silence_s`` of
-silence, the turn ends early (reason ``"external"``); ``stop_s`` stays the
+silence, the turn ends early (reason ``"external"``), as it does when it is
+at least ``late_eot_threshold`` after ``late_silence_s``; ``stop_s`` stays the
 fallback. ``max_turn_s`` forces the end of a turn that never pauses, and
 :meth:`Endpointer.force_end_of_turn` is a push-to-talk commit.
 
@@ -68,7 +69,9 @@ class EndpointConfig:
     ignored. ``prefix_padding_s`` is how much audio before the speech start a
     consumer (ASR, echo) should keep; see :meth:`Endpointer.padded_start`.
     ``eot_threshold`` and ``min_silence_s`` (capped at ``stop_s``) govern the
-    external end-of-turn signal described in the module docs.
+    external end-of-turn signal described in the module docs; a second, later
+    tier (``late_eot_threshold``, None = off, after ``late_silence_s``) lets a
+    less sure signal end the turn once the silence is longer than a pause.
     """
 
     start_s: float = 0.064
@@ -80,6 +83,8 @@ class EndpointConfig:
     prefix_padding_s: float = 0.3
     eot_threshold: float = 0.5
     min_silence_s: float = 0.1
+    late_eot_threshold: float | None = None
+    late_silence_s: float = 0.768
 
     @property
     def effective_neg_threshold(self) -> float:
@@ -89,7 +94,8 @@ class EndpointConfig:
 
     def validate(self) -> EndpointConfig:
         """Raise ``ValueError`` naming the first bad setting; return ``self`` when valid."""
-        for name in ("start_s", "stop_s", "max_turn_s", "barge_in_s", "min_silence_s"):
+        for name in ("start_s", "stop_s", "max_turn_s", "barge_in_s", "min_silence_s",
+                     "late_silence_s"):  # fmt: skip
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive finite number of seconds, got {v!r}")
@@ -102,6 +108,9 @@ class EndpointConfig:
             raise ValueError(f"neg_threshold must be in (0, threshold], got {neg!r}")
         if not (0.0 < self.eot_threshold <= 1.0):
             raise ValueError(f"eot_threshold must be in (0, 1], got {self.eot_threshold!r}")
+        late = self.late_eot_threshold
+        if late is not None and not (0.0 < late <= 1.0):
+            raise ValueError(f"late_eot_threshold must be in (0, 1] or None, got {late!r}")
         if self.max_turn_s <= self.start_s:
             raise ValueError(f"max_turn_s ({self.max_turn_s}) must exceed start_s ({self.start_s})")
         return self
@@ -122,6 +131,8 @@ class EndpointConfig:
             barge_in=n(self.barge_in_s),
             prefix_padding=n(self.prefix_padding_s, 0),
             min_silence=min(n(self.min_silence_s), n(self.stop_s)),
+            late_silence=min(n(self.late_silence_s), n(self.stop_s)),
+            late_eot_threshold=self.late_eot_threshold,
             threshold=self.threshold,
             neg_threshold=self.effective_neg_threshold,
             eot_threshold=self.eot_threshold,
@@ -138,6 +149,8 @@ class EndpointFrames:
     barge_in: int
     prefix_padding: int
     min_silence: int
+    late_silence: int
+    late_eot_threshold: float | None
     threshold: float
     neg_threshold: float
     eot_threshold: float
@@ -265,10 +278,13 @@ class Endpointer:
             else:
                 self._silence_len += 1
             if not self._speaking:
-                if (
-                    eot_prob is not None
-                    and eot_prob >= f.eot_threshold
-                    and self._silence_len >= f.min_silence
+                if eot_prob is not None and (
+                    (eot_prob >= f.eot_threshold and self._silence_len >= f.min_silence)
+                    or (
+                        f.late_eot_threshold is not None
+                        and eot_prob >= f.late_eot_threshold
+                        and self._silence_len >= f.late_silence
+                    )
                 ):
                     self._end(events, "external")
                 elif self._silence_len >= f.stop:

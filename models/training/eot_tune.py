@@ -28,8 +28,13 @@ dev, and before the speech ends (a takeover; lookahead can fire in the weak
 last phoneme) in at most 2 points more of the complete questions; and in any case
 in at most 10 % of the pauses and 6 % of the complete questions. It is then scored on the held-out eval speech, with the text
 answer computed from the state at the moment the rule fires.
-``--write-manifest`` stores ``lookahead_ms``, ``level_gate``, ``threshold`` and
-``min_silence_ms`` in ``bundles/fused/manifest.json`` (config only; graphs
+Then a *late tier* is searched: a lower head threshold that ends the turn after a
+silence longer than any pause inside a question (768 or 896 ms), kept only if it
+lowers the dev objective within the same limits and answers at most 5 points more
+of the incomplete questions (before the 1.5 s fallback). Each utterance gets 1 s
+more of its own trailing background so the traces reach the fallback.
+``--write-manifest`` stores ``lookahead_ms``, ``level_gate``, ``threshold``,
+``min_silence_ms``, ``late_threshold`` and ``late_silence_ms`` in ``bundles/fused/manifest.json`` (config only; graphs
 unchanged) and the report goes to ``reports/eot_tune.md``.
 """
 
@@ -59,6 +64,7 @@ WIN = 512  # Silero window, 32 ms
 STOP_WINDOWS = 47  # the 1.5 s fallback, in windows
 PREFIX = 4800  # the session's 300 ms of prefix padding, fed at the speech start
 FALLBACK_MS = 1600.0  # delay counted for a turn no rule ends in the trace (fallback + VAD lag)
+
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 SILENCES = (1, 2, 3, 4)  # VAD windows
 EARLY_SLACK = 0.02  # more fires before the speech end than the reference rule that a rule may add
@@ -67,6 +73,10 @@ EARLY_SLACK = 0.02  # more fires before the speech end than the reference rule t
 # 0/15 pause takeovers and 1/60 takeovers in `rejoinder bench`.
 MAX_PAUSE_FIRE = 0.10
 MAX_EARLY = 0.06
+LATE_THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
+LATE_SILENCES = (24, 28)  # VAD windows: 768 and 896 ms, longer than the 700 ms pauses
+LATE_INCOMPLETE_SLACK = 0.05  # more incomplete questions the late tier may answer
+PAD_S = 1.0  # background appended to each utterance, so traces reach the 1.5 s fallback
 
 
 @dataclass
@@ -99,6 +109,8 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
     gate = QuietGate(gate_below) if gate_below > 0 else None
 
     pcm = it["pcm"].astype(np.float32) / 32767
+    back = pcm[-4000:]  # the trailing background, mirrored so it continues without a click
+    pcm = np.concatenate([pcm, np.resize(np.concatenate([back[::-1], back]), int(PAD_S * 16000))])
     st = fm.new_state()
     vs = VadStream(vad)
     ep = Endpointer(EndpointConfig(stop_s=STOP_WINDOWS * WIN / 16000, max_turn_s=600.0))
@@ -141,14 +153,18 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
     return Trace(item, np.array(ends), np.array(probs), np.array(heads), np.array(pieces), states)
 
 
-def fire_window(tr: Trace, threshold: float, min_silence: int) -> int | None:
+def fire_window(tr: Trace, threshold: float, min_silence: int,
+                late: tuple[float, int] | None = None) -> int | None:  # fmt: skip
     """The window where the server's ``Endpointer`` ends the turn (None: not in the trace),
-    with the trace's end-of-turn values, ``threshold`` and ``min_silence`` windows."""
+    with the trace's end-of-turn values, ``threshold`` and ``min_silence`` windows, and the
+    late tier ``(late_threshold, late_silence windows)`` if given."""
     from streaming.turn import EndOfTurn, EndpointConfig, Endpointer
 
+    lt, ls = late if late is not None else (None, 24)
     ep = Endpointer(EndpointConfig(stop_s=STOP_WINDOWS * WIN / 16000, max_turn_s=600.0,
                                    min_silence_s=min_silence * WIN / 16000,
-                                   eot_threshold=min(1.0, threshold)))  # fmt: skip
+                                   eot_threshold=min(1.0, threshold), late_eot_threshold=lt,
+                                   late_silence_s=ls * WIN / 16000))  # fmt: skip
     never = threshold > 1.0  # a rule that never fires on the head: the fallback only
     for k, (p, h) in enumerate(zip(tr.vad, tr.head, strict=True)):
         if any(isinstance(e, EndOfTurn) for e in ep.step(float(p), None if never else float(h))):
@@ -156,16 +172,20 @@ def fire_window(tr: Trace, threshold: float, min_silence: int) -> int | None:
     return None
 
 
-def score(traces: list[Trace], threshold: float, min_silence: int) -> dict[str, float]:
+def score(traces: list[Trace], threshold: float, min_silence: int,
+          late: tuple[float, int] | None = None) -> dict[str, float]:  # fmt: skip
     delays, within, early, n, pause_bad, n_pause = [], 0, 0, 0, 0, 0
+    n_inc = inc_fired = 0
     for tr in traces:
-        k = fire_window(tr, threshold, min_silence)
+        k = fire_window(tr, threshold, min_silence, late)
         it = tr.item
         fire = None if k is None else int(tr.ends[k])
         if it["pause"] is not None:
             n_pause += 1
             pause_bad += fire is not None and it["pause"][0] <= fire < it["pause"][1]
         if it["skill"] == "incomplete":
+            n_inc += 1
+            inc_fired += k is not None and k != fire_window(tr, 2.0, min_silence)  # not the fallback
             continue
         n += 1
         d = FALLBACK_MS if fire is None else (fire - it["end"]) / 16.0
@@ -177,6 +197,7 @@ def score(traces: list[Trace], threshold: float, min_silence: int) -> dict[str, 
     a = np.array(delays or [FALLBACK_MS])
     return {"n": n, "within200": within / max(1, n), "early": early / max(1, n),
             "pause_fire": pause_bad / max(1, n_pause), "p50": float(np.percentile(a, 50)),
+            "incomplete_fire": inc_fired / max(1, n_inc),
             "p90": float(np.percentile(a, 90)), "p95": float(np.percentile(a, 95))}  # fmt: skip
 
 
@@ -187,14 +208,15 @@ def fmt(s: dict[str, float]) -> str:
 
 
 def answers_at_fire(fm: FusedModel, vad: Any, items: list[dict[str, Any]], tail_ms: float,
-                    threshold: float, min_silence: int, gate: float = 0.0) -> float:  # fmt: skip
+                    threshold: float, min_silence: int, gate: float = 0.0,
+                    late: tuple[float, int] | None = None) -> float:  # fmt: skip
     """Exact-match answers computed from the (lookahead) state at the moment the rule fires."""
     ok = n = 0
     for it in items:
         if it["skill"] == "incomplete":
             continue
         tr = trace_item(fm, vad, it, tail_ms, keep_states=True, gate_below=gate)
-        k = fire_window(tr, threshold, min_silence)
+        k = fire_window(tr, threshold, min_silence, late)
         st = tr.states[len(tr.ends) - 1 if k is None else k]
         fm.start_reply(st)
         out = []
@@ -250,22 +272,43 @@ def main(argv: list[str] | None = None) -> None:
                 s = score(dtr, thr, sil)
                 if (s["pause_fire"] <= min(base_dev["pause_fire"], MAX_PAUSE_FIRE)
                         and s["early"] <= min(base_dev["early"] + EARLY_SLACK, MAX_EARLY)):  # fmt: skip
-                    cands.append((s["p50"] + s["p95"] / 4, tail, gate, thr, sil, s, etr))
+                    cands.append((s["p50"] + s["p95"] / 4, tail, gate, thr, sil, s, etr, dtr))
         best = min((c for c in cands if c[1:3] == (tail, gate)), key=lambda c: c[0], default=None)
         if best is not None:
-            _, _, _, thr, sil, s, _ = best
+            _, _, _, thr, sil, s, _, _ = best
             print(f"  best on dev: threshold {thr}, min silence {sil * 32} ms: {fmt(s)}", flush=True)
             head = f"| {tail:.0f} | {gate:g} | {thr} | {sil * 32} |"
             lines.append(f"{head} dev | " + row(s))
             lines.append(f"{head} eval | " + row(score(etr, thr, sil)))
     if not cands:
         raise SystemExit("no rule met the limits")
-    _, tail, gate, thr, sil, s, etr = min(cands, key=lambda c: c[0])
+    obj, tail, gate, thr, sil, s, etr, dtr = min(cands, key=lambda c: c[0])
     es = score(etr, thr, sil)
+    table_end = len(lines)
     lines += ["", f"Chosen on dev: lookahead {tail:.0f} ms, level gate {gate:g}, threshold {thr}, "
               f"min silence {sil * 32} ms.", f"Eval: {fmt(es)}."]  # fmt: skip
+    # The late tier: a less sure head after a silence longer than any pause in a question.
+    late, best_obj = None, obj
+    for lt in LATE_THRESHOLDS:
+        for ls in LATE_SILENCES:
+            sl = score(dtr, thr, sil, (lt, ls))
+            if (sl["pause_fire"] <= min(base_dev["pause_fire"], MAX_PAUSE_FIRE)
+                    and sl["early"] <= min(base_dev["early"] + EARLY_SLACK, MAX_EARLY)
+                    and sl["incomplete_fire"] <= s["incomplete_fire"] + LATE_INCOMPLETE_SLACK
+                    and sl["p50"] + sl["p95"] / 4 < best_obj):  # fmt: skip
+                late, best_obj = (lt, ls), sl["p50"] + sl["p95"] / 4
+    if late is not None:
+        ld, le = score(dtr, thr, sil, late), score(etr, thr, sil, late)
+        head = f"| {tail:.0f} | {gate:g} | {thr}, late {late[0]} | {sil * 32}, late {late[1] * 32} |"
+        lines[table_end:table_end] = [f"{head} dev | " + row(ld), f"{head} eval | " + row(le)]
+        lines += [f"Late tier chosen on dev: head >= {late[0]} after {late[1] * 32} ms of silence. "
+                  f"Eval with it: {fmt(le)}; incomplete questions answered by a head rule "
+                  f"(not the 1.5 s fallback) {le['incomplete_fire']:.3f} (without it "
+                  f"{es['incomplete_fire']:.3f})."]  # fmt: skip
+    else:
+        lines.append("Late tier: none improved the dev objective within the limits.")
     if not args.no_answers:
-        a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil, gate)
+        a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil, gate, late)
         a_end = answers_at_fire(fm, vad, ev, 0.0, 2.0, 1)  # never fires: the whole utterance
         lines.append(f"Eval text answers exact when the rule fires: {a_fire:.3f} "
                      f"(after the whole utterance: {a_end:.3f}).")  # fmt: skip
@@ -277,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
         mp = args.bundle / "manifest.json"
         man = json.loads(mp.read_text())
         eot = man["config"]["end_of_turn"]
+        eot.update(late_threshold=late[0] if late else 0.0,
+                   late_silence_ms=(late[1] if late else 24) * 32.0)
         eot.update(threshold=thr, min_silence_ms=sil * 32.0, lookahead_ms=tail, level_gate=gate,
                    trained_threshold=trained)
         mp.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")

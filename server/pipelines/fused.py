@@ -282,6 +282,8 @@ class FusedPipeline(Pipeline):
             "min_silence_ms": self.model.min_silence_ms,
             "eot_threshold": self.model.eot_threshold,
             "level_gate": self.model.level_gate,
+            "late_eot_threshold": self.model.late_threshold,
+            "late_silence_ms": self.model.late_silence_ms,
         }
 
     def warmup(self) -> None:

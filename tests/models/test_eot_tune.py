@@ -46,3 +46,22 @@ def test_score_counts_delays_takeovers_and_pause_fires() -> None:
     paused = Trace(dict(item, end=int(ends[-1]), pause=(int(ends[24]), int(ends[30]))), ends, vad, head,
                    np.zeros(n, int))  # fmt: skip
     assert score([paused], 0.9, 2)["pause_fire"] == 1.0
+
+
+def test_late_tier_fires_on_a_less_sure_head_after_a_long_silence() -> None:
+    n = 100
+    vad = np.array([0.05] * 5 + [0.9] * 20 + [0.05] * 75)
+    head = np.zeros(n)
+    head[27:] = 0.6  # never reaches 0.9
+    ends = np.arange(1, n + 1) * WIN
+    complete = Trace({"skill": "addition", "pause": None, "end": int(ends[24])}, ends, vad, head,
+                     np.zeros(n, int))  # fmt: skip
+    incomplete = Trace({"skill": "incomplete", "pause": None, "end": int(ends[24])}, ends, vad,
+                       head.copy(), np.zeros(n, int))  # fmt: skip
+    assert fire_window(complete, 0.9, 2) == 25 + STOP_WINDOWS - 1  # the silence fallback
+    assert fire_window(complete, 0.9, 2, (0.5, 24)) == 25 + 24 - 1
+    assert fire_window(complete, 0.9, 2, (0.7, 24)) == 25 + STOP_WINDOWS - 1
+    s = score([complete, incomplete], 0.9, 2, (0.5, 24))
+    assert s["p50"] == pytest.approx(24 * 32.0)
+    assert s["incomplete_fire"] == 1.0  # answered before the 1.5 s fallback
+    assert score([complete, incomplete], 0.9, 2)["incomplete_fire"] == 0.0

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from streaming.turn import (
+    FRAME_S,
     BargeIn,
     EndOfTurn,
     EndpointConfig,
@@ -242,3 +243,27 @@ def test_validate_rejects_bad_values(kwargs: dict[str, float]) -> None:
 
 def test_default_config_is_valid() -> None:
     assert EndpointConfig().validate() == EndpointConfig()
+
+
+def test_late_tier_ends_a_turn_on_a_less_sure_signal_after_a_longer_silence() -> None:
+    """eot 0.6 never reaches eot_threshold 0.9; the late tier (0.5 after 8 frames) ends the turn
+    after 8 frames of silence, well before the 20-frame hangover; without it, the hangover does."""
+
+    def run(late: float | None) -> EndOfTurn:
+        ep = Endpointer(EndpointConfig(stop_s=20 * FRAME_S, min_silence_s=2 * FRAME_S,
+                                       eot_threshold=0.9, late_eot_threshold=late,
+                                       late_silence_s=8 * FRAME_S))  # fmt: skip
+        for _ in range(5):
+            ep.step(0.9)
+        for _ in range(40):
+            ends = [e for e in ep.step(0.0, eot_prob=0.6) if isinstance(e, EndOfTurn)]
+            if ends:
+                return ends[0]
+        raise AssertionError("no end of turn")
+
+    late = run(0.5)
+    assert (late.reason, late.frame - late.speech_end) == ("external", 8)
+    plain = run(None)
+    assert (plain.reason, plain.frame - plain.speech_end) == ("silence", 20)
+    with pytest.raises(ValueError, match="late_eot_threshold"):
+        EndpointConfig(late_eot_threshold=1.5).validate()
