@@ -1,7 +1,7 @@
 """Tune the fused pipeline's end-of-turn rule on dev speech, then score it on held-out speech.
 
     python -m models.training.speech_data --only dev      # once: dev speech with audio (~15 s)
-    python -m models.training.eot_tune [--tails 0,240,400] [--write-manifest]
+    python -m models.training.eot_tune [--tails 0,400] [--gates 0,0.9] [--write-manifest]
 
 The server ends a fused turn when the model's end-of-turn head is at least
 ``threshold`` while Silero VAD has heard at least ``min_silence`` of silence;
@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     ap.add_argument("--dev", type=Path, default=Path("data/fused/speech_dev_s0_n4000.npy"))
     ap.add_argument("--eval", type=Path, default=Path("data/fused/speech_eval_s0_n480.npy"))
-    ap.add_argument("--tails", default="0,240,400", help="lookahead_ms values to try")
-    ap.add_argument("--gates", default="0", help="level_gate values to try (0: off)")
+    ap.add_argument("--tails", default="0,400", help="lookahead_ms values to try")
+    ap.add_argument("--gates", default="0,0.9", help="level_gate values to try (0: off)")
     ap.add_argument("--no-answers", action="store_true")
     ap.add_argument("--write-manifest", action="store_true")
     args = ap.parse_args(argv)

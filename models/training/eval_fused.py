@@ -85,13 +85,17 @@ def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
     vad = SileroVad()
     sil = max(1, round(fm.min_silence_ms / 32))
     traces = [trace_item(fm, vad, it, fm.lookahead_ms, gate_below=fm.level_gate) for it in items]
-    s = score(traces, fm.eot_threshold, sil)
+    late = (fm.late_threshold, round(fm.late_silence_ms / 32)) if fm.late_threshold > 0 else None
+    s = score(traces, fm.eot_threshold, sil, late)
     inc = [t for t in traces if t.item["skill"] == "incomplete"]
-    silent = sum(fire_window(t, fm.eot_threshold, sil) is None for t in inc)
+    silent = sum(fire_window(t, fm.eot_threshold, sil, late) in (None, fire_window(t, 2.0, sil))
+                 for t in inc)  # fmt: skip
     return ["", f"## End of turn, server rule: head >= {fm.eot_threshold} on a {fm.lookahead_ms:.0f} ms "
-            f"lookahead copy, Silero VAD silence >= {sil * 32} ms (level gate {fm.level_gate:g})", "",
+            f"lookahead copy, Silero VAD silence >= {sil * 32} ms (level gate {fm.level_gate:g}; "
+            f"late tier: head >= {fm.late_threshold:g} after {fm.late_silence_ms:.0f} ms)", "",
             f"- complete questions (n={s['n']}): {fmt(s)}",
-            f"- incomplete questions (n={len(inc)}): never fired {silent / max(1, len(inc)):.3f}"]  # fmt: skip
+            f"- incomplete questions (n={len(inc)}): left to the 1.5 s fallback "
+            f"{silent / max(1, len(inc)):.3f}"]  # fmt: skip
 
 
 def eval_text(
