@@ -93,9 +93,6 @@ class QuietGate:
         self._background: deque[float] = deque(maxlen=history)
         self._speech: deque[float] = deque(maxlen=history)
 
-    def level_db(self, window: np.ndarray) -> float:
-        return float(10 * np.log10(np.mean(np.square(window, dtype=np.float64)) + 1e-12))
-
     def quiet_level(self) -> float | None:
         """The level under which a window in a turn is quiet; None until it is known."""
         if not self._background or not self._speech:
@@ -106,11 +103,12 @@ class QuietGate:
 
     def gate(self, prob: float, window: np.ndarray, in_turn: bool) -> float:
         """The probability to give the endpointer for this window (0 when gated)."""
-        level = self.level_db(window)
-        quiet = self.quiet_level()
+        level = float(window_levels_db(window, len(window))[0])
         out = prob
-        if in_turn and quiet is not None and prob < self.below and level < quiet:
-            out = 0.0
+        if in_turn and prob < self.below:
+            quiet = self.quiet_level()
+            if quiet is not None and level < quiet:
+                out = 0.0
         if prob < self.background_prob and not in_turn:
             self._background.append(level)
         if prob >= self.speech_prob:

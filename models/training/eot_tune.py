@@ -201,6 +201,12 @@ def score(traces: list[Trace], threshold: float, min_silence: int,
             "p90": float(np.percentile(a, 90)), "p95": float(np.percentile(a, 95))}  # fmt: skip
 
 
+def within_limits(s: dict[str, float], ref: dict[str, float]) -> bool:
+    """A rule's dev score fires in pauses and before the speech end no more than allowed."""
+    return (s["pause_fire"] <= min(ref["pause_fire"], MAX_PAUSE_FIRE)
+            and s["early"] <= min(ref["early"] + EARLY_SLACK, MAX_EARLY))  # fmt: skip
+
+
 def fmt(s: dict[str, float]) -> str:
     return (f"within 200 ms {s['within200']:.3f}, before speech end {s['early']:.3f}, fires in "
             f"pauses {s['pause_fire']:.3f}, delay p50 {s['p50']:.0f} p90 {s['p90']:.0f} "
@@ -270,8 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         for thr in THRESHOLDS:
             for sil in SILENCES:
                 s = score(dtr, thr, sil)
-                if (s["pause_fire"] <= min(base_dev["pause_fire"], MAX_PAUSE_FIRE)
-                        and s["early"] <= min(base_dev["early"] + EARLY_SLACK, MAX_EARLY)):  # fmt: skip
+                if within_limits(s, base_dev):
                     cands.append((s["p50"] + s["p95"] / 4, tail, gate, thr, sil, s, etr, dtr))
         best = min((c for c in cands if c[1:3] == (tail, gate)), key=lambda c: c[0], default=None)
         if best is not None:
@@ -292,8 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     for lt in LATE_THRESHOLDS:
         for ls in LATE_SILENCES:
             sl = score(dtr, thr, sil, (lt, ls))
-            if (sl["pause_fire"] <= min(base_dev["pause_fire"], MAX_PAUSE_FIRE)
-                    and sl["early"] <= min(base_dev["early"] + EARLY_SLACK, MAX_EARLY)
+            if (within_limits(sl, base_dev)
                     and sl["incomplete_fire"] <= s["incomplete_fire"] + LATE_INCOMPLETE_SLACK
                     and sl["p50"] + sl["p95"] / 4 < best_obj):  # fmt: skip
                 late, best_obj = (lt, ls), sl["p50"] + sl["p95"] / 4
@@ -320,10 +324,9 @@ def main(argv: list[str] | None = None) -> None:
         mp = args.bundle / "manifest.json"
         man = json.loads(mp.read_text())
         eot = man["config"]["end_of_turn"]
-        eot.update(late_threshold=late[0] if late else 0.0,
-                   late_silence_ms=(late[1] if late else 24) * 32.0)
         eot.update(threshold=thr, min_silence_ms=sil * 32.0, lookahead_ms=tail, level_gate=gate,
-                   trained_threshold=trained)
+                   trained_threshold=trained, late_threshold=late[0] if late else 0.0,
+                   late_silence_ms=(late[1] if late else 24) * 32.0)
         mp.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
         print(f"wrote {mp}")
 

@@ -79,7 +79,7 @@ def run_item(fm: FusedModel, it: dict[str, Any], threshold: float,
 def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
     """The end-of-turn rule the server runs (Silero VAD + lookahead head, the manifest's
     ``end_of_turn``), traced as in ``models.training.eot_tune``."""
-    from models.training.eot_tune import fire_window, fmt, score, trace_item
+    from models.training.eot_tune import fmt, score, trace_item
     from streaming.vad import SileroVad
 
     vad = SileroVad()
@@ -87,15 +87,13 @@ def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
     traces = [trace_item(fm, vad, it, fm.lookahead_ms, gate_below=fm.level_gate) for it in items]
     late = (fm.late_threshold, round(fm.late_silence_ms / 32)) if fm.late_threshold > 0 else None
     s = score(traces, fm.eot_threshold, sil, late)
-    inc = [t for t in traces if t.item["skill"] == "incomplete"]
-    silent = sum(fire_window(t, fm.eot_threshold, sil, late) in (None, fire_window(t, 2.0, sil))
-                 for t in inc)  # fmt: skip
+    n_inc = sum(t.item["skill"] == "incomplete" for t in traces)
     return ["", f"## End of turn, server rule: head >= {fm.eot_threshold} on a {fm.lookahead_ms:.0f} ms "
             f"lookahead copy, Silero VAD silence >= {sil * 32} ms (level gate {fm.level_gate:g}; "
             f"late tier: head >= {fm.late_threshold:g} after {fm.late_silence_ms:.0f} ms)", "",
             f"- complete questions (n={s['n']}): {fmt(s)}",
-            f"- incomplete questions (n={len(inc)}): left to the 1.5 s fallback "
-            f"{silent / max(1, len(inc)):.3f}"]  # fmt: skip
+            f"- incomplete questions (n={n_inc}): left to the 1.5 s fallback "
+            f"{1 - s['incomplete_fire']:.3f}"]  # fmt: skip
 
 
 def eval_text(

@@ -41,9 +41,9 @@ def test_first_audible_skips_padding_and_keeps_a_lead_in() -> None:
     assert first_audible(np.zeros(RATE, np.float32), RATE) is None
 
 
-def _tone(db: float, n: int = 512) -> np.ndarray:
-    t = np.arange(n) / 16000
-    return (np.sqrt(2) * 10 ** (db / 20) * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+def _tone(db: float) -> np.ndarray:
+    """One 32 ms VAD window of a tone at ``db`` dBFS RMS."""
+    return tone(0.032, np.sqrt(2) * 10 ** (db / 20))
 
 
 def _trained_gate(below: float = 0.9) -> QuietGate:
