@@ -48,6 +48,8 @@ class ServerConfig:
     min_silence_ms: float = _f(96.0, "silence that confirms a learned end of turn")
     prefix_padding_ms: float = _f(300.0, "audio kept before speech start")
     barge_in_ms: float = _f(96.0, "user speech during a reply that interrupts it")
+    barge_in_loud_ms: float = _f(64.0, "user speech during a reply that interrupts it when every VAD window of it is within barge_in_loud_db of the user's speech level (a faint echo is not); 0: off")
+    barge_in_loud_db: float = _f(10.0, "how far under the user's speech level a window still counts as loud for barge_in_loud_ms")
     echo_tail_ms: float = _f(300.0, "after a reply completes, input audio during which speech still needs barge_in_ms to start a turn (the reply's echo may still arrive); 0: off")
     # limits (a session may lower, never raise)
     max_sessions: int = _f(16, "concurrent websocket sessions; more get HTTP 503")

@@ -60,6 +60,7 @@ TURN_KEYS = (
     "late_silence_ms",
     "prefix_padding_ms",
     "barge_in_ms",
+    "barge_in_loud_ms",
     "interrupt_response",
     "create_response",
 )
@@ -102,6 +103,7 @@ def default_settings(cfg: ServerConfig, pipeline: Pipeline) -> Settings:
             "late_silence_ms": 768.0,
             "prefix_padding_ms": cfg.prefix_padding_ms,
             "barge_in_ms": cfg.barge_in_ms,
+            "barge_in_loud_ms": cfg.barge_in_loud_ms,
             "interrupt_response": True,
             "create_response": True,
             **pipeline.turn_defaults,
@@ -206,13 +208,15 @@ class Session:
                 late_eot_threshold=float(t["late_eot_threshold"]) or None,
                 late_silence_s=float(t["late_silence_ms"]) / 1000,
                 barge_in_s=float(t["barge_in_ms"]) / 1000,
+                loud_barge_in_s=float(t["barge_in_loud_ms"]) / 1000 or None,
                 max_turn_s=float(self.settings.limits["max_turn_ms"]) / 1000,
                 prefix_padding_s=float(t["prefix_padding_ms"]) / 1000,
             ),
             frame_s=FRAME_S,
         )
-        below = float(t["level_gate"])
-        self._gate = QuietGate(below) if below > 0 else None
+        # level_gate 0 never gates; the gate still tracks the user's speech level for
+        # loud barge-ins
+        self._gate = QuietGate(float(t["level_gate"]))
 
     def _open_pipeline(self) -> None:
         if self._pipe is not None:
@@ -363,16 +367,17 @@ class Session:
         for i in range(0, len(windows), VAD_SLICE):
             probs = await self.worker.vad(self._vad.state, np.stack(windows[i : i + VAD_SLICE]))
             for w, p in zip(windows[i : i + VAD_SLICE], probs, strict=True):
-                if self._gate is not None:  # in a turn, a window back at the background is silence
-                    in_turn = self._endpointer.phase is tt.TurnPhase.USER_SPEAKING
-                    p = self._gate.gate(float(p), w, in_turn)
+                # in a turn, a window back at the background is silence
+                in_turn = self._endpointer.phase is tt.TurnPhase.USER_SPEAKING
+                p = self._gate.gate(float(p), w, in_turn)
+                loud = self._gate.near_speech(self.cfg.barge_in_loud_db)
                 if self._echo_tail_end is not None and self._vad_frames >= self._echo_tail_end:
                     self._end_echo_tail()
                 self._vad_frames += 1
                 if semantic and (silence_ms := self._endpointer.pause_ms_if(float(p))) is not None:
                     await self._pipe.on_pause(silence_ms)
                 eot = self._pipe.end_of_turn_probability() if semantic else None
-                for tev in self._endpointer.step(float(p), eot_prob=eot):
+                for tev in self._endpointer.step(float(p), eot_prob=eot, loud=loud):
                     await self._on_turn_event(tev)
 
     def _reset_endpointer(self) -> None:

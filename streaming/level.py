@@ -9,6 +9,7 @@ be moved to the last 10 ms window that is clearly louder than that silence
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -92,18 +93,30 @@ class QuietGate:
         self.background_prob, self.speech_prob = background_prob, speech_prob
         self._background: deque[float] = deque(maxlen=history)
         self._speech: deque[float] = deque(maxlen=history)
+        self.last_level = -math.inf  # level of the last window given to gate(), dBFS
 
     def quiet_level(self) -> float | None:
         """The level under which a window in a turn is quiet; None until it is known."""
-        if not self._background or not self._speech:
+        sp = self.speech_level()
+        if not self._background or sp is None:
             return None
         bg = max(float(np.percentile(self._background, 20)), self.floor_dbfs)
-        sp = float(np.percentile(self._speech, 80))
         return min(bg + self.margin_db, sp - self.depth_db)
+
+    def speech_level(self) -> float | None:
+        """The speech level (dBFS) the gate compares against; None until speech was heard."""
+        return float(np.percentile(self._speech, 80)) if self._speech else None
+
+    def near_speech(self, within_db: float) -> bool:
+        """Whether the last window was within ``within_db`` of the speech level: clearly a
+        voice as loud as the user's, not a faint echo of the reply."""
+        sp = self.speech_level()
+        return sp is not None and self.last_level >= sp - within_db
 
     def gate(self, prob: float, window: np.ndarray, in_turn: bool) -> float:
         """The probability to give the endpointer for this window (0 when gated)."""
         level = float(window_levels_db(window, len(window))[0])
+        self.last_level = level
         out = prob
         if in_turn and prob < self.below:
             quiet = self.quiet_level()

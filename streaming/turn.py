@@ -15,6 +15,9 @@ Positions are frame *boundaries*: frame ``k`` covers ``[k, k + 1) * frame_s``.
   the frame that triggered it); ``speech_end`` repeats where speech ended, so
   ``frame - speech_end`` is the endpointing delay.
 - ``BargeIn(frame=k)``: ``k`` is the first frame of the interrupting speech.
+  Speech must last ``barge_in_s``, or only ``loud_barge_in_s`` when the caller
+  marks each of its frames ``loud`` (clearly the user's voice, not a faint
+  echo of the reply).
 
 Phases::
 
@@ -66,7 +69,9 @@ class EndpointConfig:
     ``neg_threshold`` defaults to ``max(threshold - 0.15, 0.01)``, as in Silero.
     ``barge_in_s`` is how long speech must last while the assistant is
     responding before it interrupts; a shorter sound ("mm-hm", a cough) is
-    ignored. ``prefix_padding_s`` is how much audio before the speech start a
+    ignored. ``loud_barge_in_s`` (None = off; used only when shorter) is the
+    same for a run of frames that :meth:`Endpointer.step` got with
+    ``loud=True``. ``prefix_padding_s`` is how much audio before the speech start a
     consumer (ASR, echo) should keep; see :meth:`Endpointer.padded_start`.
     ``eot_threshold`` and ``min_silence_s`` (capped at ``stop_s``) govern the
     external end-of-turn signal described in the module docs; a second, later
@@ -80,6 +85,7 @@ class EndpointConfig:
     neg_threshold: float | None = None
     max_turn_s: float = 30.0
     barge_in_s: float = 0.096
+    loud_barge_in_s: float | None = None
     prefix_padding_s: float = 0.3
     eot_threshold: float = 0.5
     min_silence_s: float = 0.1
@@ -108,6 +114,9 @@ class EndpointConfig:
             raise ValueError(f"neg_threshold must be in (0, threshold], got {neg!r}")
         if not (0.0 < self.eot_threshold <= 1.0):
             raise ValueError(f"eot_threshold must be in (0, 1], got {self.eot_threshold!r}")
+        loud = self.loud_barge_in_s
+        if loud is not None and not (math.isfinite(loud) and loud > 0):
+            raise ValueError(f"loud_barge_in_s must be a positive number of seconds or None, got {loud!r}")
         late = self.late_eot_threshold
         if late is not None and not (0.0 < late <= 1.0):
             raise ValueError(f"late_eot_threshold must be in (0, 1] or None, got {late!r}")
@@ -129,6 +138,7 @@ class EndpointConfig:
             stop=n(self.stop_s),
             max_turn=n(self.max_turn_s),
             barge_in=n(self.barge_in_s),
+            loud_barge_in=None if self.loud_barge_in_s is None else n(self.loud_barge_in_s),
             prefix_padding=n(self.prefix_padding_s, 0),
             min_silence=min(n(self.min_silence_s), n(self.stop_s)),
             late_silence=min(n(self.late_silence_s), n(self.stop_s)),
@@ -147,6 +157,7 @@ class EndpointFrames:
     stop: int
     max_turn: int
     barge_in: int
+    loud_barge_in: int | None
     prefix_padding: int
     min_silence: int
     late_silence: int
@@ -216,6 +227,7 @@ class Endpointer:
         self._frame = 0  # frames processed so far = index of the next frame
         self._run_start = 0  # first frame of the current above-threshold run
         self._run_len = 0
+        self._loud_len = 0  # frames at the end of that run that came with loud=True
         self._turn_start = 0
         self._speaking = False  # inside USER_SPEAKING: speech (True) or pause (False)
         self._silence_start = 0
@@ -246,12 +258,15 @@ class Endpointer:
         """The frame from which to keep audio for speech starting at ``frame`` (prefix padding)."""
         return max(0, frame - self.counts.prefix_padding)
 
-    def step(self, prob: float, eot_prob: float | None = None) -> list[TurnEvent]:
+    def step(
+        self, prob: float, eot_prob: float | None = None, *, loud: bool = False
+    ) -> list[TurnEvent]:
         """Advance one frame with its speech probability; return the events it caused.
 
         ``eot_prob`` is an optional end-of-turn probability from an external
         model for the same moment (pass the latest value each frame, or
-        ``None`` to rely on ``stop_s`` alone).
+        ``None`` to rely on ``stop_s`` alone). ``loud`` marks a frame as
+        clearly the user's voice (see ``loud_barge_in_s``).
         """
         f = self.counts
         k = self._frame
@@ -264,8 +279,10 @@ class Endpointer:
             if self._run_len == 0:
                 self._run_start = k
             self._run_len += 1
+            self._loud_len = self._loud_len + 1 if loud else 0
         else:
             self._run_len = 0
+            self._loud_len = 0
 
         if self._phase is TurnPhase.USER_SPEAKING:
             if self._speaking:
@@ -297,7 +314,12 @@ class Endpointer:
         else:
             responding = self._phase is TurnPhase.RESPONDING
             need = max(f.start, f.barge_in) if responding else f.start
-            if self._run_len >= need:
+            loud_ok = (
+                responding
+                and f.loud_barge_in is not None
+                and self._loud_len >= max(f.start, f.loud_barge_in)
+            )
+            if self._run_len >= need or loud_ok:
                 if responding:
                     events.append(BargeIn(self._run_start))
                 events.append(SpeechStarted(self._run_start))
@@ -315,6 +337,7 @@ class Endpointer:
         self._speaking = False
         self._silence_len = 0
         self._run_len = 0  # speech continuing after a forced end must start a new run
+        self._loud_len = 0
 
     def force_end_of_turn(self) -> list[TurnEvent]:
         """Push-to-talk commit: end the user's turn now, at :attr:`frame`.
@@ -330,7 +353,7 @@ class Endpointer:
             self._end(events, "commit")
         else:
             events.append(EndOfTurn(self._frame, "commit", self._frame))
-            self._run_len = 0
+            self._run_len = self._loud_len = 0
         return events
 
     def response_started(self) -> None:

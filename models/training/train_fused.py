@@ -149,6 +149,12 @@ def train_encoder(args: argparse.Namespace) -> None:
     enc.mel_std.copy_(torch.from_numpy(allm.std(0) + 1e-3))
     n_params = sum(p.numel() for p in enc.parameters())
     log(f"encoder: {n_params:,} parameters, {cfg}", stage)
+    if args.init is not None:  # warm start: weights and mel statistics of a finished encoder
+        ck = torch.load(args.init, weights_only=False)
+        if FusedConfig.from_dict(ck["cfg"]) != cfg:
+            raise SystemExit(f"--init {args.init}: its config differs from preset {args.preset!r}")
+        enc.load_state_dict(ck["model"])
+        log(f"initialized from {args.init}", stage)
     opt = torch.optim.AdamW(enc.parameters(), lr=args.lr, weight_decay=0.01)
     start = 0
     last = RUNS / f"{stage}_last.pt"
@@ -682,6 +688,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--extra", type=Path, nargs="*", default=[], help="more training speech caches"
+    )
+    ap.add_argument(
+        "--init", type=Path, default=None, help="encoder: start from this encoder_final.pt"
     )
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--runs", type=Path, default=None, help="checkpoint/log folder (runs/fused)")

@@ -206,7 +206,7 @@ class RealtimeProtocol:
     def _turn_from_realtime(self, td: Any) -> dict[str, Any]:
         """A Realtime ``turn_detection`` object -> our full turn settings (missing fields: defaults)."""
         base: dict[str, Any] = {k: self._defaults[k] for k in ("threshold", "start_ms", "stop_ms", "min_silence_ms",
-                                               "prefix_padding_ms", "barge_in_ms") if k in self._defaults}
+                                               "prefix_padding_ms", "barge_in_ms", "barge_in_loud_ms") if k in self._defaults}
         if td is None:  # push-to-talk: commit answers at once, nothing interrupts automatically
             return {**base, "mode": "manual", "create_response": True, "interrupt_response": False}
         td = _obj(td, "turn_detection")

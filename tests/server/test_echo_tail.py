@@ -29,18 +29,20 @@ def question() -> tuple[np.ndarray, float]:
     return with_silence(a, RATE, 0.5, 1.2), (s / RATE + 0.5) * 1000
 
 
-def burst(after: int) -> np.ndarray:
+def burst(after: int, gain: float) -> np.ndarray:
     """60 ms of "ah", which the VAD hears as exactly two speech frames (64 ms: enough to
     start a turn, short of the 96 ms barge-in), then 1 s of silence. It starts 64 samples
     into a VAD frame when sent after ``after`` samples (where the VAD's frames fall
-    decides how many of them count as speech)."""
+    decides how many of them count as speech). At ``gain`` 0.2 (-14 dB) it is a faint
+    echo; at 1 it is as loud as the user's question, which the loud barge-in rule
+    (64 ms) takes as the user."""
     a = espeak("ah")
     s, _ = speech_bounds(a, RATE)
     lead = np.zeros((-after) % WINDOW + 64, np.float32)
-    return np.concatenate([lead, a[s : s + int(0.06 * RATE)], np.zeros(RATE, np.float32)])
+    return np.concatenate([lead, gain * a[s : s + int(0.06 * RATE)], np.zeros(RATE, np.float32)])
 
 
-async def reply_then(url: str) -> Received:
+async def reply_then(url: str, gain: float = 0.2) -> Received:
     """Ask a question, wait for the echo reply to complete, then send a burst at once."""
     x, _ = question()
     rec = Received()
@@ -50,7 +52,7 @@ async def reply_then(url: str) -> Received:
         await collect_until(ws, rec, lambda e: e["type"] == "response.done")
         assert rec.of("response.done")[0]["status"] == "completed"
         n = len(rec.events)
-        await stream_realtime(ws, burst(len(x)))
+        await stream_realtime(ws, burst(len(x), gain))
         try:  # the turn after it, if one started, ends and is answered
             await collect_until(ws, rec, lambda e: e["type"] == "response.started", timeout=1.0)
         except TimeoutError:
@@ -60,14 +62,15 @@ async def reply_then(url: str) -> Received:
 
 
 async def test_echo_tail_ignores_a_short_burst_right_after_the_reply(start_server_with) -> None:
-    # Without the tail (0) the same burst starts a turn: the listening rule needs only 64 ms.
-    for tail_ms, turns in ((300.0, 0), (0.0, 1)):
+    # Without the tail (0) the same faint burst starts a turn: the listening rule needs
+    # only 64 ms. A burst as loud as the user's speech is the user: it starts a turn.
+    for tail_ms, gain, turns in ((300.0, 0.2, 0), (0.0, 0.2, 1), (300.0, 1.0, 1)):
         rs, stop = await start_server_with(echo_tail_ms=tail_ms)
         try:
-            rec = await reply_then(rs.url)
+            rec = await reply_then(rs.url, gain)
         finally:
             await stop()
-        assert len(rec.of("speech.started")) == turns, (tail_ms, rec.types())
+        assert len(rec.of("speech.started")) == turns, (tail_ms, gain, rec.types())
 
 
 async def test_speech_right_after_the_reply_still_starts_a_turn(echo_server) -> None:

@@ -135,6 +135,30 @@ def test_barge_in_only_while_responding() -> None:
     assert [type(e) for e in events(ep2, [S, S, S])] == [SpeechStarted]
 
 
+def test_loud_speech_interrupts_sooner_than_faint_speech() -> None:
+    ep = Endpointer(EndpointConfig(loud_barge_in_s=0.064))  # loud: 2 frames, others: 3
+    ep.response_started()
+
+    def step_all(frames: list[tuple[float, bool]]) -> list[TurnEvent]:
+        return [e for p, loud in frames for e in ep.step(p, loud=loud)]
+
+    # two faint speech frames, or a faint frame then a loud one: not yet
+    assert step_all([(S, False), (S, False), (Q, False)]) == []
+    assert step_all([(S, False), (S, True), (Q, True)]) == []
+    # two loud speech frames in a row interrupt
+    k = ep.frame
+    assert step_all([(S, True), (S, True)]) == [BargeIn(k), SpeechStarted(k)]
+    # the loud rule never lengthens barge-in, and is off by default
+    ep2 = Endpointer(EndpointConfig(loud_barge_in_s=0.2))
+    ep2.response_started()
+    assert [type(e) for p in [S, S, S] for e in ep2.step(p, loud=True)] == [BargeIn, SpeechStarted]
+    ep3 = Endpointer()
+    ep3.response_started()
+    assert [e for p in [S, S] for e in ep3.step(p, loud=True)] == []
+    with pytest.raises(ValueError, match="loud_barge_in_s"):
+        EndpointConfig(loud_barge_in_s=0.0).frames()
+
+
 def test_response_finished_returns_to_listening() -> None:
     ep = Endpointer()
     ep.response_started()
