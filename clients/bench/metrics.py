@@ -65,6 +65,7 @@ class TurnRecord:
     t_turn_end: float = 0.0  # the loudspeaker fell silent, or the reply timed out
     underruns: int = 0
     underrun_ms: float = 0.0
+    underrun_at_ms: list[float] = field(default_factory=list)  # when each began, after playout start
     send_late_mean_ms: float = 0.0
     send_late_max_ms: float = 0.0
     success: bool = False  # text success (for a speech barge-in: of the reply to the barge-in)

@@ -112,6 +112,7 @@ def record_of(case: Case, audio: np.ndarray, turn: Turn, job: RoundJob, session:
         server_speech_end_ms=turn.server_speech_end_ms,
         t_speech_start=t_start - origin, t_speech_end=t_end - origin, t_turn_end=t_over - origin,
         underruns=len(turn.underruns), underrun_ms=sum(d for _, d in turn.underruns) * 1000,
+        underrun_at_ms=[] if p is None else [round((s - p.start_at) * 1000, 1) for s, _ in turn.underruns],
         send_late_mean_ms=turn.send.mean_late_ms, send_late_max_ms=turn.send.max_late_ms,
         success=text_success(turn.reply_text, case.answer), key_word_hit=key_word_hit(turn.reply_text, case.key_word),
     )  # fmt: skip

@@ -49,6 +49,7 @@ from streaming.level import first_audible
 
 FIRST_CHUNK = 2  # token frames in the first codec chunk (smallest, for latency)
 CHUNK = 6  # token frames per later chunk
+SPEC_AUDIBLE_MS = 100  # audible audio a speculation decodes before the decision
 _CLAUSE_END = re.compile(r"[.!?]$")
 
 
@@ -129,15 +130,22 @@ class FusedSession(PipelineSession):
         if clause.strip():
             spec.tokens = m.audio_tokens_for(clause)
             spec.stream = codec.new_stream()
-            # Decode small chunks until one is audible: the session drops a reply's leading
-            # silence, so a silent first chunk would leave the first sound to after the decision.
+            # Decode small chunks until SPEC_AUDIBLE_MS past the first audible sample: the
+            # session drops a reply's leading silence, so a silent first chunk would leave the
+            # first sound to after the decision, and a barely audible one would leave the
+            # client's buffer a few ms deep when the reply starts.
             pcms: list[np.ndarray] = []
             rate = codec.config.sample_rate
+            done, audible_from = 0, None
             while spec.used < spec.tokens.shape[1]:
                 n = min(FIRST_CHUNK, spec.tokens.shape[1] - spec.used)
                 pcms.append(codec.decode(spec.stream, spec.tokens[:, spec.used : spec.used + n]))
                 spec.used += n
-                if len(pcms[-1]) and first_audible(pcms[-1], rate) is not None:
+                if audible_from is None and len(pcms[-1]):
+                    at = first_audible(pcms[-1], rate)
+                    audible_from = None if at is None else done + at
+                done += len(pcms[-1])
+                if audible_from is not None and done - audible_from >= rate * SPEC_AUDIBLE_MS / 1000:
                     break
             spec.pcm = np.concatenate(pcms) if pcms else None
         return spec

@@ -68,9 +68,10 @@ async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
     speculation the real audio never confirmed is not used."""
     from models.fused import LOOK_MARGIN_MS
     from server.config import ServerConfig
-    from server.pipelines.base import ReplyText, StageTiming, Turn
+    from server.pipelines.base import ReplyAudio, ReplyText, StageTiming, Turn
     from server.pipelines.fused import FusedPipeline
     from server.worker import InferenceWorker
+    from streaming.level import first_audible
 
     pipe = FusedPipeline(ServerConfig(bundles_dir=str(ROOT / "bundles")))
     if pipe.lookahead_ms <= 0:
@@ -101,6 +102,10 @@ async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
     assert real is not None and real < pipe.speculate_above  # the real state has not caught up
     assert p is not None and p >= pipe.speculate_above, (real, p)
     assert StageTiming("speculative", 1.0) in out
+    # the speculation's first audio is 100 ms of sound, so the client's buffer starts deep
+    first = next(i for i in out if isinstance(i, ReplyAudio))
+    at = first_audible(first.pcm, first.sample_rate)
+    assert at is not None and len(first.pcm) - at >= first.sample_rate // 10
     user = "".join(i.delta for i in out if isinstance(i, ReplyText) and i.role == "user")
     said = "".join(i.delta for i in out if isinstance(i, ReplyText) and i.role == "assistant")
     assert user.rstrip().endswith("two plus two"), user  # the transcript has the lookahead's piece
