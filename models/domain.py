@@ -526,5 +526,22 @@ def generate_corpus(seed: int = 0) -> list[Example]:
     return examples
 
 
+def bare_social_forms(examples: Iterable[Example]) -> list[Example]:
+    """The social questions said alone ("hello") that the corpus draw left out of both
+    splits, as train examples. A model trained only on the corpus never saw bare
+    "hello" (its draws are "hello there", "hey hello please"...). Kept apart from
+    :func:`generate_corpus` so its splits, and every cache planned from them, stay as
+    they are; a held-out bare form stays held out."""
+    seen = {normalize(e.question) for e in examples}
+    out = []
+    for fact in _facts():
+        if fact.skill not in _FIXED_QUESTIONS:
+            continue
+        for q in fact.templates:
+            if normalize(q) not in seen:
+                out.append(Example(q, fact.answer, fact.skill, fact.key_word, "train", False, q, fact.key))
+    return out
+
+
 def split_of(examples: Iterable[Example], split: str) -> list[Example]:
     return [e for e in examples if e.split == split]

@@ -362,9 +362,10 @@ def train_lm(args: argparse.Namespace) -> None:
     dev_rows = build_lm_rows(args, tok, enc, dev_items, "dev", 0)
     text_rows = []
     if args.text_mix > 0:
-        from models.domain import generate_corpus
+        from models.domain import bare_social_forms, generate_corpus
 
-        for e in generate_corpus(args.seed):
+        corpus = generate_corpus(args.seed)
+        for e in corpus + bare_social_forms(corpus):
             if e.split == "train":
                 q = tok.encode(normalize(e.question))[:48]
                 r = lm_sequence(tok, (np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)), e.answer,

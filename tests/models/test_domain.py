@@ -140,3 +140,17 @@ def test_audio_heldout_answers() -> None:
     kept_words = {w for s in sentences if s not in held for w in normalize(s).split()}
     for s in held:
         assert set(normalize(s).split()) <= kept_words, s
+
+
+def test_bare_social_forms_fill_what_the_draw_left_out(corpus: list[domain.Example]) -> None:
+    bare = domain.bare_social_forms(corpus)
+    by_question = {domain.normalize(e.question): e for e in corpus}
+    assert "hello" in {e.question for e in bare}  # the draw never says bare "hello"
+    answers = {e.skill: e.answer for e in corpus if e.skill in domain._FIXED_QUESTIONS}
+    for e in bare:
+        assert domain.normalize(e.question) not in by_question  # never a held-out question
+        assert e.split == "train" and e.answer == answers[e.skill]
+    # with them, every social template said alone is trained or held out
+    every = {domain.normalize(e.question) for e in corpus + bare}
+    for questions in domain._FIXED_QUESTIONS.values():
+        assert set(questions) <= every
