@@ -526,18 +526,23 @@ def generate_corpus(seed: int = 0) -> list[Example]:
     return examples
 
 
+_BARE_GREETINGS = ("hey",)  # a prefix elsewhere; said alone it greets
+
+
 def bare_social_forms(examples: Iterable[Example]) -> list[Example]:
     """The social questions said alone ("hello") that the corpus draw left out of both
-    splits, as train examples. A model trained only on the corpus never saw bare
-    "hello" (its draws are "hello there", "hey hello please"...). Kept apart from
-    :func:`generate_corpus` so its splits, and every cache planned from them, stay as
-    they are; a held-out bare form stays held out."""
+    splits, and "hey" alone as a greeting, as train examples. A model trained only on
+    the corpus never saw bare "hello" (its draws are "hello there", "hey hello
+    please"...), and answered a lone "hey" (how "hi" and "hello" are often heard)
+    with "Goodbye!". Kept apart from :func:`generate_corpus` so its splits, and every
+    cache planned from them, stay as they are; a held-out bare form stays held out."""
     seen = {normalize(e.question) for e in examples}
     out = []
     for fact in _facts():
         if fact.skill not in _FIXED_QUESTIONS:
             continue
-        for q in fact.templates:
+        extra = _BARE_GREETINGS if fact.skill == "greeting" else ()
+        for q in fact.templates + extra:
             if normalize(q) not in seen:
                 out.append(Example(q, fact.answer, fact.skill, fact.key_word, "train", False, q, fact.key))
     return out
