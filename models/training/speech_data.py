@@ -41,7 +41,14 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from models.domain import Example, generate_corpus, normalize
+from models.domain import (
+    _BARE_GREETINGS,
+    _FIXED_QUESTIONS,
+    Example,
+    bare_social_forms,
+    generate_corpus,
+    normalize,
+)
 from models.features import SAMPLE_RATE, LogMel
 from streaming.audio import resample
 
@@ -227,12 +234,23 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
 # --------------------------------------------------------------------------- item plan
 
 
+def bare_pool(corpus: list[Example]) -> list[Example]:
+    """Social questions said alone ("hi", "hello", "hey", "thanks"...) that may be trained:
+    the corpus's own train examples of them plus :func:`bare_social_forms`. The corpus
+    draw has few of them (bare "hello" none), so spoken "hi" was heard as "hey" and
+    answered "Goodbye!"."""
+    alone = {q for qs in _FIXED_QUESTIONS.values() for q in qs} | set(_BARE_GREETINGS)
+    pool = [e for e in corpus if e.split == "train" and normalize(e.question) in alone]
+    return pool + bare_social_forms(corpus)
+
+
 def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]:
-    """Deterministic (example, voice, item seed) for ``n`` items of ``split`` ("train"/"eval")."""
+    """Deterministic (example, voice, item seed) for ``n`` items of ``split``
+    ("train", "eval", or "bare": :func:`bare_pool` in training voices)."""
     corpus = generate_corpus(seed)
     rng = random.Random(f"plan:{seed}:{split}")
-    if split == "train":
-        pool = [e for e in corpus if e.split == "train"]
+    if split in ("train", "bare"):
+        pool = [e for e in corpus if e.split == "train"] if split == "train" else bare_pool(corpus)
         voices = train_voices()
         espeak = [v for v in voices if v.engine == "espeak"]
         other = {v.name: v for v in voices if v.engine != "espeak"}
@@ -252,7 +270,7 @@ def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]
     for i in range(n):
         skill = skills[min(len(skills) - 1, int(np.searchsorted(np.cumsum(w), rng.random())))]
         ex = rng.choice(by_skill[skill])
-        if split == "train":
+        if split in ("train", "bare"):
             r = rng.random()
             if r < 0.7:
                 v = rng.choice(espeak)
@@ -321,8 +339,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-eval", type=int, default=600)
     ap.add_argument("--pause-prob", type=float, default=0.25)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", choices=("train", "eval", "dev"), default=None,
-                    help="dev: the training cache's last 200 items (never fitted), with audio")
+    ap.add_argument("--only", choices=("train", "eval", "dev", "bare"), default=None,
+                    help="dev: the training cache's last 200 items (never fitted), with audio; "
+                         "bare: --n-bare social questions said alone (bare_pool)")
+    ap.add_argument("--n-bare", type=int, default=900)
     ap.add_argument(
         "--offset", type=int, default=0, help="train: only items [offset, n) (extends a cache)"
     )
@@ -334,6 +354,12 @@ def main(argv: list[str] | None = None) -> None:
         if not path.exists():
             build_cache(path, args.seed, args.n_train, "train", args.pause_prob, args.workers,
                         args.n_train - 200, keep_pcm=True)  # fmt: skip
+        print(path)
+        return
+    if args.only == "bare":
+        path = DATA_DIR / f"speech_bare_s{args.seed}_n{args.n_bare}.npy"
+        if not path.exists():
+            build_cache(path, args.seed, args.n_bare, "bare", 0.0, args.workers)
         print(path)
         return
     for split, n in (("eval", args.n_eval), ("train", args.n_train)):

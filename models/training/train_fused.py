@@ -17,6 +17,7 @@ given thread count). Stage 3 needs stage 1 and the text LM
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import time
@@ -358,7 +359,9 @@ def train_lm(args: argparse.Namespace) -> None:
     for extra in args.extra:
         items += load_cache(extra)
     t0 = time.time()
-    rows = build_lm_rows(args, tok, enc, items, "train", args.copies)
+    # the row cache is valid only for these speech caches
+    extras = hashlib.sha1("|".join(p.name for p in args.extra).encode()).hexdigest()[:8]
+    rows = build_lm_rows(args, tok, enc, items, f"train_{len(items)}_{extras}", args.copies)
     dev_rows = build_lm_rows(args, tok, enc, dev_items, "dev", 0)
     text_rows = []
     if args.text_mix > 0:
