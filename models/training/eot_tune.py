@@ -76,6 +76,10 @@ MAX_EARLY = 0.06
 LATE_THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 LATE_SILENCES = (24, 28)  # VAD windows: 768 and 896 ms, longer than the 700 ms pauses
 LATE_INCOMPLETE_SLACK = 0.05  # more incomplete questions the late tier may answer
+# dev: the training cache's never-fitted last 200 items, and 400 train-plan items no training
+# cache holds (200 items alone resolve pause fires only to ~2 points: 1 of ~55 pause items)
+DEV_SPEECH = [Path("data/fused/speech_dev_s0_n4000.npy"),
+              Path("data/fused/speech_dev_s0_n32400_from32000.npy")]  # fmt: skip
 PAD_S = 1.0  # background appended to each utterance, so traces reach the 1.5 s fallback
 
 
@@ -236,7 +240,8 @@ def answers_at_fire(fm: FusedModel, vad: Any, items: list[dict[str, Any]], tail_
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    ap.add_argument("--dev", type=Path, default=Path("data/fused/speech_dev_s0_n4000.npy"))
+    ap.add_argument("--dev", type=Path, nargs="+", default=DEV_SPEECH,
+                    help="dev speech caches with audio (speech_data --only dev)")
     ap.add_argument("--eval", type=Path, default=Path("data/fused/speech_eval_s0_n480.npy"))
     ap.add_argument("--tails", default="0,400", help="lookahead_ms values to try")
     ap.add_argument("--gates", default="0,0.9", help="level_gate values to try (0: off)")
@@ -246,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     from streaming.vad import SileroVad
 
     vad = SileroVad()
-    dev = list(np.load(args.dev, allow_pickle=True))
+    dev = [it for path in args.dev for it in np.load(path, allow_pickle=True)]
     ev = list(np.load(args.eval, allow_pickle=True))
     fm = FusedModel(args.bundle)
     eot_cfg = fm.bundle.config.get("end_of_turn") or {}

@@ -350,10 +350,13 @@ def main(argv: list[str] | None = None) -> None:
     if shutil.which("espeak-ng") is None or shutil.which("flite") is None:
         sys.exit("espeak-ng and flite are required")
     if args.only == "dev":  # the same utterances as the training cache's dev slice, with PCM
-        path = DATA_DIR / f"speech_dev_s{args.seed}_n{args.n_train}.npy"
+        # (or, with --offset, train-plan items [offset, n-train) that no training cache holds)
+        start = args.offset or args.n_train - 200
+        tail = f"_from{args.offset}" if args.offset else ""
+        path = DATA_DIR / f"speech_dev_s{args.seed}_n{args.n_train}{tail}.npy"
         if not path.exists():
             build_cache(path, args.seed, args.n_train, "train", args.pause_prob, args.workers,
-                        args.n_train - 200, keep_pcm=True)  # fmt: skip
+                        start, keep_pcm=True)  # fmt: skip
         print(path)
         return
     if args.only == "bare":
