@@ -548,5 +548,13 @@ def bare_social_forms(examples: Iterable[Example]) -> list[Example]:
     return out
 
 
+def lone_social_examples(examples: list[Example]) -> list[Example]:
+    """Social questions said alone ("hi", "hello", "hey", "thanks"...) that may be trained:
+    the corpus's own train examples of them plus :func:`bare_social_forms`."""
+    alone = {q for qs in _FIXED_QUESTIONS.values() for q in qs} | set(_BARE_GREETINGS)
+    pool = [e for e in examples if e.split == "train" and normalize(e.question) in alone]
+    return pool + bare_social_forms(examples)
+
+
 def split_of(examples: Iterable[Example], split: str) -> list[Example]:
     return [e for e in examples if e.split == split]

@@ -370,7 +370,8 @@ class Session:
                 # in a turn, a window back at the background is silence
                 in_turn = self._endpointer.phase is tt.TurnPhase.USER_SPEAKING
                 p = self._gate.gate(float(p), w, in_turn)
-                loud = self._gate.near_speech(self.cfg.barge_in_loud_db)
+                responding = self._endpointer.phase is tt.TurnPhase.RESPONDING
+                loud = responding and self._gate.near_speech(self.cfg.barge_in_loud_db)
                 if self._echo_tail_end is not None and self._vad_frames >= self._echo_tail_end:
                     self._end_echo_tail()
                 self._vad_frames += 1

@@ -41,14 +41,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from models.domain import (
-    _BARE_GREETINGS,
-    _FIXED_QUESTIONS,
-    Example,
-    bare_social_forms,
-    generate_corpus,
-    normalize,
-)
+from models.domain import Example, generate_corpus, lone_social_examples, normalize
 from models.features import SAMPLE_RATE, LogMel
 from streaming.audio import resample
 
@@ -234,23 +227,14 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
 # --------------------------------------------------------------------------- item plan
 
 
-def bare_pool(corpus: list[Example]) -> list[Example]:
-    """Social questions said alone ("hi", "hello", "hey", "thanks"...) that may be trained:
-    the corpus's own train examples of them plus :func:`bare_social_forms`. The corpus
-    draw has few of them (bare "hello" none), so spoken "hi" was heard as "hey" and
-    answered "Goodbye!"."""
-    alone = {q for qs in _FIXED_QUESTIONS.values() for q in qs} | set(_BARE_GREETINGS)
-    pool = [e for e in corpus if e.split == "train" and normalize(e.question) in alone]
-    return pool + bare_social_forms(corpus)
-
-
 def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]:
     """Deterministic (example, voice, item seed) for ``n`` items of ``split``
-    ("train", "eval", or "bare": :func:`bare_pool` in training voices)."""
+    ("train", "eval", or "bare": ``domain.lone_social_examples`` in training voices; the
+    corpus draw has few of them, and spoken "hi" was heard as "hey")."""
     corpus = generate_corpus(seed)
     rng = random.Random(f"plan:{seed}:{split}")
     if split in ("train", "bare"):
-        pool = [e for e in corpus if e.split == "train"] if split == "train" else bare_pool(corpus)
+        pool = [e for e in corpus if e.split == "train"] if split == "train" else lone_social_examples(corpus)
         voices = train_voices()
         espeak = [v for v in voices if v.engine == "espeak"]
         other = {v.name: v for v in voices if v.engine != "espeak"}
@@ -341,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", choices=("train", "eval", "dev", "bare"), default=None,
                     help="dev: the training cache's last 200 items (never fitted), with audio; "
-                         "bare: --n-bare social questions said alone (bare_pool)")
+                         "bare: --n-bare social questions said alone")
     ap.add_argument("--n-bare", type=int, default=900)
     ap.add_argument(
         "--offset", type=int, default=0, help="train: only items [offset, n) (extends a cache)"
