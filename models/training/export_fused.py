@@ -33,16 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "fused"
 OUT = ROOT / "bundles" / "fused"
 OPSET = 17
-REBUILD = (
-    "python -m models.training.speech_data --n-train 4000 --n-eval 480 && "
-    "python -m models.training.speech_data --only train --n-train 8000 --offset 4000 && "
-    "python -m models.training.train_fused encoder --steps 5500 "
-    "--extra data/fused/speech_train_s0_n8000_from4000.npy && "
-    "python -m models.training.train_fused lm --steps 1500 --text-mix 0.5 "
-    "--extra data/fused/speech_train_s0_n8000_from4000.npy && "
-    "python -m models.training.train_fused audio --steps 1500 && "
-    "python -m models.training.export_fused"
-)
+REBUILD = "make fused-model (models/training/rebuild_fused.sh, about 6 h on 2 CPU cores)"
 
 
 class AudioFramesOut(nn.Module):
@@ -67,7 +58,7 @@ def load_trained(runs: Path = RUNS) -> dict[str, Any]:
     lm = FusedLM(lm_cfg, cfg)
     lm.load_state_dict(lm_ck["model"])
     out: dict[str, Any] = {"cfg": cfg, "lm_cfg": lm_cfg, "encoder": enc.eval(), "lm": lm.eval(),
-                           "tokenizer": enc_ck["tokenizer"],
+                           "tokenizer": enc_ck["tokenizer"], "warmup": enc_ck.get("warmup"),
                            "eot": lm_ck.get("eot_tuning", {"threshold": 0.5, "min_gap_ms": 80.0})}  # fmt: skip
     a_path = runs / "audio_final.pt"
     if a_path.exists():
@@ -180,7 +171,8 @@ def write_bundle(
             "n_layers": len(cfg.enc_dilations),
             "state_len": cfg.enc_state_len,
             "blank": 0,
-        },  # fmt: skip
+        }
+        | ({"warmup": m["warmup"]} if m.get("warmup") else {}),  # fmt: skip
         "model": lm_cfg.to_dict(),
         "token_layout": {
             "prompt": ["<bos>", "<user>"],

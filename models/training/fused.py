@@ -132,6 +132,9 @@ class Encoder(nn.Module):
     mel frames; a run over chunks equals one run over their concatenation.
     """
 
+    #: the run-time warm-up (manifest ``encoder.warmup``) it was trained for; None: zeros
+    warmup: dict[str, Any] | None = None
+
     def __init__(self, cfg: FusedConfig) -> None:
         super().__init__()
         self.cfg = cfg

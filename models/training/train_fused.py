@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from models.domain import answer_sentences, audio_heldout_answers, normalize
+from models.features import LogMel
+from models.fused import warm_audio
 from models.tokenizer import Tokenizer
 from models.training.fused import (
     BLANK,
@@ -92,19 +94,54 @@ def _trim4(mel: np.ndarray, stack: int) -> np.ndarray:
     return mel[: len(mel) // stack * stack]
 
 
+#: the run-time warm-up written to the manifest (``encoder.warmup``) by an encoder
+#: trained with ``--prefix-s`` > 0; see :func:`models.fused.warm_audio`
+WARMUP = {"seconds": 1.2, "dbfs": -65.0, "seed": 0}
+
+
+def warm_mel(spec: dict[str, Any] | None, stack: int) -> np.ndarray | None:
+    """The log-mel frames of the run-time warm-up audio (None: start from zeros)."""
+    if not spec:
+        return None
+    pcm = warm_audio(float(spec["seconds"]), float(spec["dbfs"]), int(spec["seed"]))
+    return _trim4(LogMel().compute(pcm), stack)
+
+
+def quiet_bank() -> list[np.ndarray]:
+    """Log-mel of 4 s of quiet noise at -80..-50 dBFS: the random prefixes of stage 1.
+    The -65 dBFS one begins with the run-time warm-up itself."""
+    fe = LogMel()
+    return [fe.compute(warm_audio(4.0, float(db), 0)) for db in range(-80, -49, 5)]
+
+
+def encoder_run(enc: Encoder, mel: np.ndarray, warm: np.ndarray | None,
+                augment: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Logits and hidden states (T, ...) of one item as the runtime sees it: from the
+    warm-up's state when ``warm`` is given (its frames are dropped), else from zeros."""
+    m = torch.from_numpy(_trim4(mel.astype(np.float32), enc.cfg.stack))[None]
+    if augment is not None:
+        m = spec_augment(m, augment, 1, 1)
+    k = 0
+    if warm is not None:
+        m = torch.cat([torch.from_numpy(warm)[None], m], 1)
+        k = len(warm) // enc.cfg.stack
+    logits, h, _ = enc(m, enc.empty_state(1))
+    return logits[0, k:], h[0, k:]
+
+
 # --------------------------------------------------------------------------- stage 1
 
 
-def ctc_eval(enc: Encoder, items: list[dict[str, Any]], tok: Tokenizer) -> dict[str, Any]:
+def ctc_eval(enc: Encoder, items: list[dict[str, Any]], tok: Tokenizer,
+             warm: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
     """Greedy CTC decoding: token and word error rates per voice group."""
     enc.eval()
     per: dict[str, list[int]] = {}
     with torch.no_grad():
         for it in items:
-            mel = torch.from_numpy(_trim4(it["mel"].astype(np.float32), enc.cfg.stack))[None]
-            logits, _, _ = enc(mel, enc.empty_state(1))
-            top = logits[0].argmax(-1)
-            keep = emissions(logits[0])
+            logits, _ = encoder_run(enc, it["mel"], warm)
+            top = logits.argmax(-1)
+            keep = emissions(logits)
             hyp = top[keep].tolist()
             ref = tok.encode(it["text"])
             hw, rw = normalize(tok.decode(hyp)).split(), it["text"].split()
@@ -167,24 +204,39 @@ def train_encoder(args: argparse.Namespace) -> None:
         log(f"resumed at step {start}", stage)
     lengths = np.array([len(m) for m in mels])
     order = np.argsort(lengths, kind="stable")
+    warmup = WARMUP if args.prefix_s > 0 else None
+    warm = warm_mel(warmup, cfg.stack)
+    bank = quiet_bank()
+    max_pre = round(args.prefix_s * 1000 / (10 * cfg.stack))  # encoder frames
+    min_pre = max_pre // 3
     n_batches = len(order) // args.batch
     t_start = time.time()
     for step in range(start, args.steps):
         rng = np.random.default_rng([args.seed, step])
         b = int(rng.integers(n_batches))
         idx = order[b * args.batch : (b + 1) * args.batch]
-        tmax = max(lengths[i] for i in idx)
+        # a random stretch of quiet noise before each item (none without --prefix-s); the
+        # loss sees only the item's frames: a piece emitted in the prefix (at the zero
+        # state, where the earlier encoders put their guess of the first word) is no use
+        pre = [int(rng.integers(min_pre, max_pre + 1)) * cfg.stack for _ in idx]
+        src = [int(rng.integers(len(bank))) for _ in idx]
+        tmax = max(p + lengths[i] for p, i in zip(pre, idx, strict=True))
         x = torch.zeros(len(idx), tmax, cfg.n_mels)
         for j, i in enumerate(idx):
-            x[j, : lengths[i]] = torch.from_numpy(mels[i].astype(np.float32))
+            x[j, : pre[j]] = torch.from_numpy(bank[src[j]][: pre[j]])
+            x[j, pre[j] : pre[j] + lengths[i]] = torch.from_numpy(mels[i].astype(np.float32))
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         x = spec_augment(x, gen)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         logits, _, _ = enc(x, enc.empty_state(len(idx)))
-        lp = logits.log_softmax(-1).transpose(0, 1)  # (T, B, V)
+        n_fr = [lengths[i] // cfg.stack for i in idx]
+        lp = torch.stack([
+            F.pad(logits[j, p // cfg.stack : p // cfg.stack + n], (0, 0, 0, max(n_fr) - n))
+            for j, (p, n) in enumerate(zip(pre, n_fr, strict=True))
+        ]).log_softmax(-1).transpose(0, 1)  # (T, B, V): the items' own frames  # fmt: skip
         tg = torch.cat([torch.tensor(targets[i]) for i in idx])
-        il = torch.tensor([lengths[i] // cfg.stack for i in idx])
+        il = torch.tensor(n_fr)
         tl = torch.tensor([len(targets[i]) for i in idx])
         loss = F.ctc_loss(lp, tg, il, tl, blank=BLANK, zero_infinity=True)
         opt.zero_grad()
@@ -200,10 +252,10 @@ def train_encoder(args: argparse.Namespace) -> None:
             save_atomic({"model": enc.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                          "cfg": cfg.to_dict()}, last)  # fmt: skip
         if (step + 1) % args.eval_every == 0:
-            r = ctc_eval(enc, dev[:100], tok)["all"]
+            r = ctc_eval(enc, dev[:100], tok, warm)["all"]
             log(f"dev (train voices) ter {r['ter']:.3f} wer {r['wer']:.3f}", stage)
-    res = ctc_eval(enc, evals, tok)
-    resd = ctc_eval(enc, dev, tok)
+    res = ctc_eval(enc, evals, tok, warm)
+    resd = ctc_eval(enc, dev, tok, warm)
     for k, v in resd.items():
         log(
             f"GATE1 dev[train voices] {k:24s} ter {v['ter']:.3f} wer {v['wer']:.3f} n {v['n']}",
@@ -212,7 +264,7 @@ def train_encoder(args: argparse.Namespace) -> None:
     for k, v in res.items():
         log(f"GATE1 heldout {k:24s} ter {v['ter']:.3f} wer {v['wer']:.3f} n {v['n']}", stage)
     save_atomic({"model": enc.state_dict(), "cfg": cfg.to_dict(), "eval": res, "dev": resd,
-                 "tokenizer": tok.to_dict()},
+                 "tokenizer": tok.to_dict(), "warmup": warmup},
                 RUNS / f"{stage}_final.pt")  # fmt: skip
 
 
@@ -225,23 +277,22 @@ def load_encoder(path: Path = RUNS / "encoder_final.pt") -> tuple[Encoder, Fused
     enc = Encoder(cfg)
     enc.load_state_dict(ck["model"])
     enc.eval()
+    enc.warmup = ck.get("warmup")  # the run-time warm-up it was trained for (None: zeros)
     return enc, cfg
 
 
 def extract_steps(enc: Encoder, items: list[dict[str, Any]], augment: bool, seed: int,
+                  warm: np.ndarray | None = None,
                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
     """Per item: (soft pieces (n, V) f16, encoder states (n, C) f16, emission frames (n,))."""
     out = []
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for i, it in enumerate(items):
-            mel = torch.from_numpy(_trim4(it["mel"].astype(np.float32), enc.cfg.stack))[None]
-            if augment:
-                mel = spec_augment(mel, gen, 1, 1)
-            logits, h, _ = enc(mel, enc.empty_state(1))
-            keep = emissions(logits[0])
+            logits, h = encoder_run(enc, it["mel"], warm, gen if augment else None)
+            keep = emissions(logits)
             frames = torch.nonzero(keep).flatten()
-            out.append((soft_piece(logits[0, frames]).half().numpy(), h[0, frames].half().numpy(),
+            out.append((soft_piece(logits[frames]).half().numpy(), h[frames].half().numpy(),
                         frames.numpy()))  # fmt: skip
             if (i + 1) % 1000 == 0:
                 print(f"  extracted {i + 1}/{len(items)}", flush=True)
@@ -328,12 +379,13 @@ def make_lm_batch(rows: list[dict[str, Any]], vocab: int, enc_dim: int,
 
 def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items: list[dict[str, Any]],
                   tag: str, augment_copies: int) -> list[dict[str, Any]]:  # fmt: skip
-    cache = RUNS / f"lm_rows_{tag}_c{augment_copies}.pt"
+    warm = warm_mel(enc.warmup, enc.cfg.stack)
+    cache = RUNS / f"lm_rows_{tag}_c{augment_copies}{'_warm' if warm is not None else ''}.pt"
     if cache.exists():
         return torch.load(cache, weights_only=False)
     rows = []
     for c in range(augment_copies + 1):
-        steps = extract_steps(enc, items, augment=c > 0, seed=args.seed + c)
+        steps = extract_steps(enc, items, augment=c > 0, seed=args.seed + c, warm=warm)
         for it, st in zip(items, steps, strict=True):
             rows.append(lm_sequence(tok, st, it["answer"], it["skill"] != "incomplete"))
     save_atomic(rows, cache)
@@ -432,7 +484,8 @@ def retune_eot(args: argparse.Namespace) -> None:
     model.load_state_dict(ck["model"])
     train_p, _ = speech_paths(args.seed, args.n_train, args.n_eval)
     dev_items = load_cache(train_p)[-200:]
-    dev_rows = torch.load(RUNS / "lm_rows_dev_c0.pt", weights_only=False)
+    warm = torch.load(RUNS / "encoder_final.pt", weights_only=False).get("warmup")
+    dev_rows = torch.load(RUNS / f"lm_rows_dev_c0{'_warm' if warm else ''}.pt", weights_only=False)
     ck["eot_tuning"] = tune_eot(model, dev_rows, dev_items, lm_cfg.vocab_size, cfg.enc_dim, "lm")
     save_atomic(ck, RUNS / "lm_final.pt")
 
@@ -693,6 +746,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--extra", type=Path, nargs="*", default=[], help="more training speech caches"
     )
+    ap.add_argument(
+        "--prefix-s", type=float, default=0.0,
+        help="stage 1: a third of this to this much quiet noise before each item (out of the "
+             "loss), and the bundle's turns start from a warm-up (0: from zeros, as before)",
+    )  # fmt: skip
     ap.add_argument(
         "--init", type=Path, default=None, help="encoder: start from this encoder_final.pt"
     )

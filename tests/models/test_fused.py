@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from models.bundle import BundleError  # noqa: E402
 from models.fused import FusedModel, look_tail  # noqa: E402
 from models.tokenizer import train_bpe  # noqa: E402
 from models.training.export_fused import AudioFramesOut, write_bundle  # noqa: E402
@@ -26,6 +27,7 @@ from models.training.fused import (  # noqa: E402
     regulate_indices,
 )
 from models.training.lm import LMConfig  # noqa: E402
+from models.training.train_fused import WARMUP, encoder_run, quiet_bank, warm_mel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +147,50 @@ def test_onnx_parity_and_runtime(parts: dict, bundle: Path) -> None:
     assert s2.position == 2 and not s2.user_ids
     z = fm.latent_for("Seven plus five is twelve.")
     assert z.shape[0] == 192
+
+
+def test_warmup_turns_start_from_the_state_training_prepends(
+    parts: dict, tmp_path: Path
+) -> None:
+    write_bundle(parts | {"warmup": WARMUP}, tmp_path / "warm", codec_bundle="no-codec", fp16=False)
+    fm = FusedModel(tmp_path / "warm")
+    assert fm.bundle.config["encoder"]["warmup"] == WARMUP
+    warm = warm_mel(WARMUP, 4)
+    assert warm is not None and len(warm) > 0 and len(warm) % 4 == 0
+    zeros = np.zeros_like(fm.warm_state)
+    _, _, ref = fm.encoder.run(None, {"mel": warm[None], "state": zeros})
+    assert np.abs(fm.warm_state).max() > 0 and np.allclose(fm.warm_state, ref, atol=1e-6)
+    # every turn starts there, also after speech
+    rng = np.random.default_rng(3)
+    pcm = (rng.standard_normal(8000) * 0.05).astype(np.float32)
+    st = fm.new_state()
+    assert np.array_equal(st.enc_state, fm.warm_state)
+    fm.push_audio(st, pcm)
+    assert not np.array_equal(st.enc_state, fm.warm_state)
+    fm.reset_turn(st)
+    assert np.array_equal(st.enc_state, fm.warm_state)
+    # the runtime hears what training's encoder_run (warm-up prepended) hears
+    mel = fm.fe.compute(pcm)
+    n = len(mel) // 4 * 4
+    o, _, _ = fm.encoder.run(None, {"mel": mel[None, :n], "state": st.enc_state})
+    with torch.no_grad():
+        t, _ = encoder_run(parts["encoder"], mel, warm)
+    assert np.abs(o[0] - t.numpy()).max() < 1e-4
+    # the bank of training prefixes holds the warm-up's own noise
+    assert any(np.array_equal(b[: len(warm)], warm) for b in quiet_bank())
+
+
+@pytest.mark.parametrize("spec", [{"seconds": 1.0}, ["x"], {"seconds": "a", "dbfs": -60, "seed": 0}])
+def test_bad_warmup_is_a_bundle_error(parts: dict, tmp_path: Path, spec: object) -> None:
+    import json
+
+    write_bundle(parts, tmp_path / "b", codec_bundle="no-codec", fp16=False)
+    man = tmp_path / "b" / "manifest.json"
+    m = json.loads(man.read_text())
+    m["config"]["encoder"]["warmup"] = spec
+    man.write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="warmup"):
+        FusedModel(tmp_path / "b", verify=False)
 
 
 def test_lookahead_is_a_copy_that_heard_the_tail(bundle: Path) -> None:
