@@ -51,6 +51,17 @@ BLANK = 0
 CHARS = "".join(chr(c) for c in range(32, 127))
 
 
+#: a noise floor added to every input sample (RMS, dBFS): digital silence (a file, a
+#: muted mic, the bench's clean cases) gives log-mel frames at the front end's floor,
+#: which training never saw (its speech always has noise, its prefixes -80..-50 dBFS).
+#: Lone social words in 10 espeak-ng voices, in digital silence: 47 of 60 answered
+#: right without it, 54 with -70 dBFS, 56 with -60 dBFS.
+DITHER_DBFS = -60.0
+_DITHER = (np.random.default_rng(7).standard_normal(SAMPLE_RATE) * 10 ** (DITHER_DBFS / 20)).astype(
+    np.float32
+)  # 1 s, cycled by sample position: the same for any chunking
+
+
 class FusedError(ValueError):
     """Wrong input (rate, shape) or a bundle the runtime cannot serve."""
 
@@ -91,6 +102,7 @@ class FusedState:
     cache_k: np.ndarray  # (L, 1, K, S, D)
     cache_v: np.ndarray
     position: int = 0
+    samples: int = 0  # input samples heard this turn (the dither's phase)
     prev_top: int = BLANK
     frames: int = 0  # encoder frames heard this turn
     last_emit_frame: int = -1
@@ -257,6 +269,7 @@ class FusedModel:
         st.cache_k.fill(0.0)
         st.cache_v.fill(0.0)
         st.position = 0
+        st.samples = 0
         st.prev_top = BLANK
         st.frames = 0
         st.last_emit_frame = -1
@@ -290,6 +303,8 @@ class FusedModel:
             raise FusedError(f"expected mono 1-D PCM at {SAMPLE_RATE} Hz, got shape {x.shape}")
         if st.replying:
             return
+        x = x + _DITHER[(st.samples + np.arange(len(x))) % len(_DITHER)]
+        st.samples += len(x)
         mel = st.mel.push(x)
         buf = np.concatenate([st.mel_buf, mel]) if len(st.mel_buf) else mel
         n = len(buf) // self.stack * self.stack
