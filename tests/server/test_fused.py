@@ -114,3 +114,25 @@ async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
     assert StageTiming("speculative", 0.0) in stale
     user = "".join(i.delta for i in stale if isinstance(i, ReplyText) and i.role == "user")
     assert not user.rstrip().endswith("two plus two"), user
+
+
+@pytest.mark.parametrize(("word", "answer"), [("thanks", "welcome"), ("bye", "goodbye"), ("hi", "hello")])
+def test_a_lone_social_word_is_heard_as_itself(word: str, answer: str) -> None:
+    """A session starts the turn 300 ms before the speech. Encoders that started every turn
+    from a zero state heard "hey" there, whatever was said: a lone "thanks" or "hi" was
+    answered "Goodbye!". The bundle's warm-up (``encoder.warmup``) removes that position, and
+    the runtime's dither keeps digital silence like the quiet noise training heard."""
+    from models.fused import FusedModel
+
+    fm = FusedModel(ROOT / "bundles/fused")
+    a = espeak(word, voice="en-gb-scotland")  # a held-out voice family
+    start, end = speech_bounds(a, 16000)
+    x = with_silence(a[start:end], 16000, 0.3, 0.6)
+    st = fm.new_state()
+    for i in range(0, len(x), 320):
+        fm.push_audio(st, x[i : i + 320])
+    heard = fm.heard_text(st)
+    fm.start_reply(st)
+    reply = "".join(iter(lambda: fm.next_text_piece(st), None))
+    assert "hey" not in heard.split() and heard.strip(), heard
+    assert answer in reply.lower(), reply
