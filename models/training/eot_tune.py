@@ -205,9 +205,11 @@ def score(traces: list[Trace], threshold: float, min_silence: int,
             "p90": float(np.percentile(a, 90)), "p95": float(np.percentile(a, 95))}  # fmt: skip
 
 
-def within_limits(s: dict[str, float], ref: dict[str, float]) -> bool:
-    """A rule's dev score fires in pauses and before the speech end no more than allowed."""
-    return (s["pause_fire"] <= min(ref["pause_fire"], MAX_PAUSE_FIRE)
+def within_limits(s: dict[str, float], ref: dict[str, float], absolute: bool = False) -> bool:
+    """A rule's dev score fires in pauses and before the speech end no more than allowed:
+    than the reference rule (and the caps), or with ``absolute`` than the caps alone."""
+    pause = MAX_PAUSE_FIRE if absolute else min(ref["pause_fire"], MAX_PAUSE_FIRE)
+    return (s["pause_fire"] <= pause
             and s["early"] <= min(ref["early"] + EARLY_SLACK, MAX_EARLY))  # fmt: skip
 
 
@@ -247,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gates", default="0,0.9", help="level_gate values to try (0: off)")
     ap.add_argument("--no-answers", action="store_true")
     ap.add_argument("--write-manifest", action="store_true")
+    ap.add_argument("--absolute-caps", action="store_true",
+                    help=f"limit dev pause fires by {MAX_PAUSE_FIRE} only, not by the reference rule's rate")
+    ap.add_argument("--report", type=Path, default=Path("reports/eot_tune.md"))
     args = ap.parse_args(argv)
     from streaming.vad import SileroVad
 
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         for thr in THRESHOLDS:
             for sil in SILENCES:
                 s = score(dtr, thr, sil)
-                if within_limits(s, base_dev):
+                if within_limits(s, base_dev, args.absolute_caps):
                     cands.append((s["p50"] + s["p95"] / 4, tail, gate, thr, sil, s, etr, dtr))
         best = min((c for c in cands if c[1:3] == (tail, gate)), key=lambda c: c[0], default=None)
         if best is not None:
@@ -302,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     for lt in LATE_THRESHOLDS:
         for ls in LATE_SILENCES:
             sl = score(dtr, thr, sil, (lt, ls))
-            if (within_limits(sl, base_dev)
+            if (within_limits(sl, base_dev, args.absolute_caps)
                     and sl["incomplete_fire"] <= s["incomplete_fire"] + LATE_INCOMPLETE_SLACK
                     and sl["p50"] + sl["p95"] / 4 < best_obj):  # fmt: skip
                 late, best_obj = (lt, ls), sl["p50"] + sl["p95"] / 4
@@ -324,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     Path("reports").mkdir(exist_ok=True)
-    Path("reports/eot_tune.md").write_text(text)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(text)
     if args.write_manifest:
         mp = args.bundle / "manifest.json"
         man = json.loads(mp.read_text())
