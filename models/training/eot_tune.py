@@ -328,7 +328,6 @@ def main(argv: list[str] | None = None) -> None:
                      f"(after the whole utterance: {a_end:.3f}).")  # fmt: skip
     text = "\n".join(lines) + "\n"
     print(text)
-    Path("reports").mkdir(exist_ok=True)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(text)
     if args.write_manifest:

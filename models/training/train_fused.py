@@ -218,8 +218,11 @@ def train_encoder(args: argparse.Namespace) -> None:
         # a random stretch of quiet noise before each item (none without --prefix-s); the
         # loss sees only the item's frames: a piece emitted in the prefix (at the zero
         # state, where the earlier encoders put their guess of the first word) is no use
-        pre = [int(rng.integers(min_pre, max_pre + 1)) * cfg.stack for _ in idx]
-        src = [int(rng.integers(len(bank))) for _ in idx]
+        # (drawn only with a prefix, so runs without one keep their batches bit for bit)
+        pre, src = [0] * len(idx), [0] * len(idx)
+        if max_pre > 0:
+            pre = [int(rng.integers(min_pre, max_pre + 1)) * cfg.stack for _ in idx]
+            src = [int(rng.integers(len(bank))) for _ in idx]
         tmax = max(p + lengths[i] for p, i in zip(pre, idx, strict=True))
         x = torch.zeros(len(idx), tmax, cfg.n_mels)
         for j, i in enumerate(idx):
