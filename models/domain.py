@@ -278,6 +278,8 @@ _ASK_PREFIXES = ("can you tell me ", "hey can you tell me ")  # only before a wh
 _ASKS = ("what", "how", "which", "who", "{a} ")
 _SUFFIXES = ("", " please")
 _FILLERS = ("um", "uh")
+# Words the corpus may add after a complete question: a question is complete before them.
+TRAILING_FILLERS = frozenset(("please", *_FILLERS))
 
 _ARITH_TEMPLATES = ("what is {a} {op} {b}", "how much is {a} {op} {b}", "{a} {op} {b}")
 _CAPITAL_TEMPLATES = (

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from models.domain import normalize
+from models.domain import TRAILING_FILLERS, normalize
 from models.fused import (
     DEFAULT_BUNDLE,
     LOOK_MARGIN_MS,
@@ -176,17 +176,30 @@ def fire_window(tr: Trace, threshold: float, min_silence: int,
     return None
 
 
+def before_fillers(it: dict[str, Any]) -> bool:
+    """The item's pause comes after a complete question, before only fillers ("what is one
+    times zero <pause> please"): no text tells it from the end of the turn. False when the
+    cache does not know the pause's word (caches made before ``pause_word``)."""
+    k = it.get("pause_word")
+    rest = it["text"].split()[k:] if k is not None else []
+    return it["skill"] != "incomplete" and bool(rest) and all(w in TRAILING_FILLERS for w in rest)
+
+
 def score(traces: list[Trace], threshold: float, min_silence: int,
           late: tuple[float, int] | None = None) -> dict[str, float]:  # fmt: skip
     delays, within, early, n, pause_bad, n_pause = [], 0, 0, 0, 0, 0
-    n_inc = inc_fired = 0
+    n_inc = inc_fired = n_fill = fill_bad = 0
     for tr in traces:
         k = fire_window(tr, threshold, min_silence, late)
         it = tr.item
         fire = None if k is None else int(tr.ends[k])
         if it["pause"] is not None:
             n_pause += 1
-            pause_bad += fire is not None and it["pause"][0] <= fire < it["pause"][1]
+            bad = fire is not None and it["pause"][0] <= fire < it["pause"][1]
+            pause_bad += bad
+            if before_fillers(it):
+                n_fill += 1
+                fill_bad += bad
         if it["skill"] == "incomplete":
             n_inc += 1
             inc_fired += k is not None and k != fire_window(tr, 2.0, min_silence)  # not the fallback
@@ -201,6 +214,8 @@ def score(traces: list[Trace], threshold: float, min_silence: int,
     a = np.array(delays or [FALLBACK_MS])
     return {"n": n, "within200": within / max(1, n), "early": early / max(1, n),
             "pause_fire": pause_bad / max(1, n_pause), "p50": float(np.percentile(a, 50)),
+            "pause_fire_inside": (pause_bad - fill_bad) / max(1, n_pause - n_fill),
+            "pauses_before_fillers": n_fill / max(1, n_pause),
             "incomplete_fire": inc_fired / max(1, n_inc),
             "p90": float(np.percentile(a, 90)), "p95": float(np.percentile(a, 95))}  # fmt: skip
 
@@ -215,7 +230,9 @@ def within_limits(s: dict[str, float], ref: dict[str, float], absolute: bool = F
 
 def fmt(s: dict[str, float]) -> str:
     return (f"within 200 ms {s['within200']:.3f}, before speech end {s['early']:.3f}, fires in "
-            f"pauses {s['pause_fire']:.3f}, delay p50 {s['p50']:.0f} p90 {s['p90']:.0f} "
+            f"pauses {s['pause_fire']:.3f} (in pauses with more than fillers to come "
+            f"{s['pause_fire_inside']:.3f}; {s['pauses_before_fillers']:.3f} of the pauses come "
+            f"before fillers only), delay p50 {s['p50']:.0f} p90 {s['p90']:.0f} "
             f"p95 {s['p95']:.0f} ms")  # fmt: skip
 
 

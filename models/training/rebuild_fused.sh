@@ -34,7 +34,7 @@ done_ $R/e/encoder_final.pt || $T encoder --preset medium --steps 8000 --lr 1e-3
 done_ $R/f/encoder_final.pt || $T encoder --preset medium --steps 7000 --lr 1e-3 --threads 2 \
     --init $R/e/encoder_final.pt --extra $X4 --prefix-s 1.2 --eval-every 250 --runs $R/f
 # stage 3 (adapter, LM, end of turn) and stage 2 (audio head)
-done_ $R/f/lm_final.pt || $T lm --steps 2000 --text-mix 0.5 --extra $X3 $D/speech_bare_s0_n900.npy \
+done_ $R/f/lm_final.pt || $T lm --steps 6000 --text-mix 0.5 --eot-label complete --extra $X4 \
     --threads 2 --runs $R/f
 done_ $R/f/audio_final.pt || $T audio --steps 1500 --runs $R/f
 $PY -m models.training.export_fused --runs $R/f

@@ -180,6 +180,7 @@ class Utterance:
     speech_start: int  # samples
     speech_end: int
     pause: tuple[int, int] | None  # (start, end) samples of the inserted pause
+    pause_word: int | None = None  # the pause comes before this word of ``text``
 
 
 def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: float) -> Utterance:
@@ -221,7 +222,8 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
     snr = rng.uniform(12, 45)
     noise *= sig_rms / (float(np.sqrt(np.mean(noise**2))) + 1e-9) * 10 ** (-snr / 20)
     pcm = np.clip(clean + noise, -1, 1).astype(np.float32)
-    return Utterance(text, ex.answer, ex.skill, voice.name, voice.group, pcm, lead, end, pause)
+    return Utterance(text, ex.answer, ex.skill, voice.name, voice.group, pcm, lead, end, pause,
+                     pause_at)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- item plan
@@ -282,7 +284,8 @@ def _work(args: tuple[Example, Voice, int, float, bool]) -> dict[str, Any]:
     d: dict[str, Any] = {
         "text": u.text, "answer": u.answer, "skill": u.skill, "voice": u.voice,
         "group": u.group, "start": u.speech_start, "end": u.speech_end,
-        "pause": u.pause, "mel": _FE.compute(u.pcm).astype(np.float16),
+        "pause": u.pause, "pause_word": u.pause_word,
+        "mel": _FE.compute(u.pcm).astype(np.float16),
     }  # fmt: skip
     if keep_pcm:
         d["pcm"] = (u.pcm * 32767).astype(np.int16)

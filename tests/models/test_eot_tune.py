@@ -46,6 +46,14 @@ def test_score_counts_delays_takeovers_and_pause_fires() -> None:
     paused = Trace(dict(item, end=int(ends[-1]), pause=(int(ends[24]), int(ends[30]))), ends, vad, head,
                    np.zeros(n, int))  # fmt: skip
     assert score([paused], 0.9, 2)["pause_fire"] == 1.0
+    # a pause before only fillers is counted in all pauses, and apart from the others
+    text = "what is one times zero please um"
+    filler = Trace(dict(paused.item, text=text, pause_word=5), ends, vad, head, np.zeros(n, int))
+    inside = Trace(dict(paused.item, text=text, pause_word=4), ends, vad, head, np.zeros(n, int))
+    quiet = Trace(dict(inside.item), ends, vad, np.zeros(n), np.zeros(n, int))
+    s = score([filler, inside, quiet], 0.9, 2)
+    assert s["pause_fire"] == pytest.approx(2 / 3) and s["pauses_before_fillers"] == pytest.approx(1 / 3)
+    assert s["pause_fire_inside"] == pytest.approx(1 / 2)
 
 
 def test_late_tier_fires_on_a_less_sure_head_after_a_long_silence() -> None:

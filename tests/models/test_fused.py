@@ -27,7 +27,16 @@ from models.training.fused import (  # noqa: E402
     regulate_indices,
 )
 from models.training.lm import LMConfig  # noqa: E402
-from models.training.train_fused import WARMUP, encoder_run, quiet_bank, warm_mel  # noqa: E402
+from models.training.train_fused import (  # noqa: E402
+    WARMUP,
+    augment_row,
+    encoder_run,
+    eot_labels,
+    lm_sequence,
+    make_lm_batch,
+    quiet_bank,
+    warm_mel,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +109,40 @@ def test_emissions_collapse_repeats() -> None:
     top = torch.tensor([0, 5, 5, 0, 5, 7, 7, 0])
     logits = torch.nn.functional.one_hot(top, 9).float()
     assert emissions(logits).tolist() == [False, True, False, False, True, True, False, False]
+
+
+def test_eot_labels_mark_a_complete_question_before_its_fillers() -> None:
+    tok = train_bpe(["what is one times zero please um", "count from seven to seventeen"] * 3, 400)
+    text = "what is one times zero please um"
+    ids = tok.encode(text)
+    assert len(ids) == 7  # one piece per word
+    assert eot_labels(tok, ids, text, True).tolist() == [0, 0, 0, 0, 1, 1, 1]
+    assert eot_labels(tok, ids, text, True, "last").tolist() == [0, 0, 0, 0, 0, 0, 1]
+    assert eot_labels(tok, ids, text, False).tolist() == [0] * 7  # incomplete: never ends
+    # misheard: only the last piece; a word heard in part ("seven" of "seventeen") is no end
+    t2 = "count from seven to seventeen"
+    assert eot_labels(tok, tok.encode("count from seven to seven"), t2, True).tolist() == [0, 0, 0, 0, 1]
+    assert eot_labels(tok, tok.encode("count from seven"), t2, True).tolist() == [0, 0, 1]
+    pieces = tok.encode("what is one times zero please")[:5] + tok.encode(" p")
+    assert eot_labels(tok, pieces, text, True).tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_eot_labels_reach_the_batch_through_augmentation() -> None:
+    tok = train_bpe(["what is one times zero please"], 200)
+    text = "what is one times zero please"
+    ids = tok.encode(text)
+    n, v = len(ids), tok.vocab_size
+    probs = np.eye(v, dtype=np.float16)[ids]
+    row = lm_sequence(tok, (probs, np.zeros((n, 8), np.float16), np.arange(n)), "Zero.", True)
+    row["eot"] = eot_labels(tok, ids, text, True)
+    _, _, _, eot = make_lm_batch([row], v, 8)
+    nh = len(row["head"])
+    assert eot[0, nh - 1] == 0.0 and eot[0, nh : nh + n].tolist() == row["eot"].tolist()
+    assert (eot[0, nh + n :] == -1.0).all()
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        aug = augment_row(row, rng)
+        assert len(aug["eot"]) == aug["n_q"] and aug["eot"][-1] == 1.0
 
 
 def test_regulator() -> None:
