@@ -72,7 +72,7 @@ def run_item(fm: FusedModel, it: dict[str, Any], threshold: float,
             break
         pieces.append(p)
     reply = "".join(pieces)
-    return {"reply": reply, "heard": fm.heard_text(st), "fire": fire,
+    return {"reply": reply, "heard": fm.heard_text(st), "fire": fire, "ids": list(st.user_ids),
             "ok": normalize(reply) == normalize(it["answer"])}  # fmt: skip
 
 
@@ -110,11 +110,16 @@ def eval_text(
            for r in ("fire",)}  # fmt: skip
     examples = []
     t_all = time.time()
+    from models.training.train_fused import edit_distance
+
     for n, it in enumerate(items):
         r = run_item(fm, it, threshold, times)
-        g = per.setdefault(it["group"], [0, 0])
+        g = per.setdefault(it["group"], [0, 0, 0, 0])
         g[0] += r["ok"]
         g[1] += 1
+        ref = fm.tok.encode(it["text"])  # the runtime's own hearing: greedy pieces vs the text's
+        g[2] += edit_distance(r["ids"], ref)
+        g[3] += len(ref)
         s = skill.setdefault(it["skill"], [0, 0])
         s[0] += r["ok"]
         s[1] += 1
@@ -145,12 +150,14 @@ def eval_text(
                 e["pause_ok"][1] += 1
         if (n + 1) % 50 == 0:
             print(f"  {n + 1}/{len(items)} items, {time.time() - t_all:.0f}s", flush=True)
-    tot = [sum(v[0] for v in per.values()), sum(v[1] for v in per.values())]
+    tot = [sum(v[i] for v in per.values()) for i in range(4)]
     lines = ["## Text answer from held-out speech (exact match after normalization)", "",
-             "| voice group | n | exact |", "|---|---|---|"]  # fmt: skip
+             "Token error: the runtime's heard pieces against the question's (stage 1's gate).", "",
+             "| voice group | n | exact | token error |", "|---|---|---|---|"]  # fmt: skip
     for k, v in sorted(per.items()):
-        lines.append(f"| {k} | {v[1]} | {v[0] / v[1]:.3f} |")
-    lines.append(f"| **all** | {tot[1]} | **{tot[0] / max(1, tot[1]):.3f}** |")
+        lines.append(f"| {k} | {v[1]} | {v[0] / v[1]:.3f} | {v[2] / max(1, v[3]):.3f} |")
+    lines.append(f"| **all** | {tot[1]} | **{tot[0] / max(1, tot[1]):.3f}** | "
+                 f"**{tot[2] / max(1, tot[3]):.3f}** |")  # fmt: skip
     lines += ["", "| skill | n | exact |", "|---|---|---|"]
     for k, v in sorted(skill.items()):
         lines.append(f"| {k} | {v[1]} | {v[0] / v[1]:.3f} |")
