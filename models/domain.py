@@ -281,6 +281,14 @@ _FILLERS = ("um", "uh")
 # Words the corpus may add after a complete question: a question is complete before them.
 TRAILING_FILLERS = frozenset(("please", *_FILLERS))
 
+
+def core_length(words: list[str]) -> int:
+    """How many of a question's ``words`` come before the fillers at its end."""
+    k = len(words)
+    while k > 0 and words[k - 1] in TRAILING_FILLERS:
+        k -= 1
+    return k
+
 _ARITH_TEMPLATES = ("what is {a} {op} {b}", "how much is {a} {op} {b}", "{a} {op} {b}")
 _CAPITAL_TEMPLATES = (
     "what is the capital of {x}",

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from models.domain import TRAILING_FILLERS, normalize
+from models.domain import core_length, normalize
 from models.fused import (
     DEFAULT_BUNDLE,
     LOOK_MARGIN_MS,
@@ -181,8 +181,10 @@ def before_fillers(it: dict[str, Any]) -> bool:
     times zero <pause> please"): no text tells it from the end of the turn. False when the
     cache does not know the pause's word (caches made before ``pause_word``)."""
     k = it.get("pause_word")
-    rest = it["text"].split()[k:] if k is not None else []
-    return it["skill"] != "incomplete" and bool(rest) and all(w in TRAILING_FILLERS for w in rest)
+    if k is None or it["skill"] == "incomplete":
+        return False
+    words = it["text"].split()
+    return k < len(words) and core_length(words) <= k
 
 
 def score(traces: list[Trace], threshold: float, min_silence: int,

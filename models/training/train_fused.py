@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.domain import TRAILING_FILLERS, answer_sentences, audio_heldout_answers, normalize
+from models.domain import answer_sentences, audio_heldout_answers, core_length, normalize
 from models.features import LogMel
 from models.fused import warm_audio
 from models.tokenizer import Tokenizer
@@ -321,9 +321,7 @@ def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = 
     if mode == "last":
         return lab
     words = text.split()
-    core = len(words)
-    while core > 0 and words[core - 1] in TRAILING_FILLERS:
-        core -= 1
+    core = core_length(words)
     heard = ""
     for i, t in enumerate(ids):
         heard += tok.decode([int(t)])
@@ -335,7 +333,8 @@ def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = 
 
 def lm_sequence(tok: Tokenizer, steps: tuple[np.ndarray, np.ndarray, np.ndarray], answer: str,
                 complete: bool, max_q: int = 48) -> dict[str, Any]:  # fmt: skip
-    """One training row: per-position probs/enc inputs, text targets and end-of-turn labels."""
+    """One training row: per-position probs/enc inputs and text targets; the end-of-turn
+    labels (``"eot"``, :func:`eot_labels`) are added by the caller."""
     probs, hid, _ = steps
     probs, hid = probs[:max_q], hid[:max_q]
     head = [tok.special("<bos>"), tok.special("<user>")]
@@ -353,7 +352,6 @@ def lm_sequence(tok: Tokenizer, steps: tuple[np.ndarray, np.ndarray, np.ndarray]
         "n_q": n_q,
         "complete": complete,
         "frames": steps[2][:max_q],
-        "eot": eot_labels(tok, [0] * n_q, "", complete, "last"),  # build_lm_rows relabels
     }
 
 
@@ -409,8 +407,9 @@ def make_lm_batch(rows: list[dict[str, Any]], vocab: int, enc_dim: int,
         a0 = nh + nq + 1  # position of <assistant>
         for j, tid in enumerate(tail[2:]):
             tgt[i, a0 + j] = tid
-        eot[i, nh - 1] = 0.0  # <user>; then the label of every soft step
-        eot[i, nh : nh + nq] = torch.from_numpy(np.asarray(r["eot"], np.float32)[:nq])
+        if "eot" in r:  # rows only read (tune_eot on cached dev rows) may have no labels
+            eot[i, nh - 1] = 0.0  # <user>; then the label of every soft step
+            eot[i, nh : nh + nq] = torch.from_numpy(np.asarray(r["eot"], np.float32)[:nq])
     return probs, enc, tgt, eot
 
 
