@@ -208,6 +208,8 @@ class FusedModel:
         self.min_silence_ms = float(eot_cfg.get("min_silence_ms", 64.0))
         #: the server's ``level_gate`` (``streaming.level.QuietGate``; 0: off)
         self.level_gate = float(eot_cfg.get("level_gate", 0.0))
+        #: how far under the user's speech level a window must be for the gate (dB)
+        self.level_gate_depth_db = float(eot_cfg.get("level_gate_depth_db", 30.0))
         #: the server's late tier: head threshold after a silence longer than any pause (0: off)
         self.late_threshold = float(eot_cfg.get("late_threshold", 0.0))
         self.late_silence_ms = float(eot_cfg.get("late_silence_ms", 768.0))

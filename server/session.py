@@ -56,6 +56,7 @@ TURN_KEYS = (
     "min_silence_ms",
     "eot_threshold",
     "level_gate",
+    "level_gate_depth_db",
     "late_eot_threshold",
     "late_silence_ms",
     "prefix_padding_ms",
@@ -99,6 +100,7 @@ def default_settings(cfg: ServerConfig, pipeline: Pipeline) -> Settings:
             "min_silence_ms": cfg.min_silence_ms,
             "eot_threshold": 0.5,
             "level_gate": 0.0,
+            "level_gate_depth_db": 30.0,
             "late_eot_threshold": 0.0,
             "late_silence_ms": 768.0,
             "prefix_padding_ms": cfg.prefix_padding_ms,
@@ -216,7 +218,7 @@ class Session:
         )
         # level_gate 0 never gates; the gate still tracks the user's speech level for
         # loud barge-ins
-        self._gate = QuietGate(float(t["level_gate"]))
+        self._gate = QuietGate(float(t["level_gate"]), depth_db=float(t["level_gate_depth_db"]))
 
     def _open_pipeline(self) -> None:
         if self._pipe is not None:

@@ -88,6 +88,8 @@ class QuietGate:
                  speech_prob: float = 0.5) -> None:  # fmt: skip
         if not 0.0 <= below <= 1.0:
             raise ValueError(f"below must be in [0, 1], got {below!r}")
+        if not 0.0 < depth_db <= 60.0:
+            raise ValueError(f"depth_db must be in (0, 60], got {depth_db!r}")
         self.below = below
         self.margin_db, self.depth_db, self.floor_dbfs = margin_db, depth_db, floor_dbfs
         self.background_prob, self.speech_prob = background_prob, speech_prob

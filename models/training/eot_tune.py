@@ -16,7 +16,9 @@ silent, the real audio would have given the same pieces. This tool searches
 ``lookahead_ms`` (``--tails``; 0 = no lookahead), the session's ``level_gate``
 (``--gates``; ``streaming.level.QuietGate``: a window back at the background
 level counts as VAD silence, so pauses start before Silero's probability
-drops; 0 = off), ``threshold`` and ``min_silence``.
+drops; 0 = off) with its depth under the speech level (``--depths``; the
+shipped default 30 dB leaves the gate shut at SNRs under about 30 dB), ``threshold``
+and ``min_silence``.
 
 Traces come from the bundle's runtime pushed in 20 ms chunks with Silero VAD in
 32 ms windows, as a session feeds them. The rule is chosen on dev speech of
@@ -33,7 +35,7 @@ silence longer than any pause inside a question (768 or 896 ms), kept only if it
 lowers the dev objective within the same limits and answers at most 5 points more
 of the incomplete questions (before the 1.5 s fallback). Each utterance gets 1 s
 more of its own trailing background so the traces reach the fallback.
-``--write-manifest`` stores ``lookahead_ms``, ``level_gate``, ``threshold``,
+``--write-manifest`` stores ``lookahead_ms``, ``level_gate``, ``level_gate_depth_db``, ``threshold``,
 ``min_silence_ms``, ``late_threshold`` and ``late_silence_ms`` in ``bundles/fused/manifest.json`` (config only; graphs
 unchanged) and the report goes to ``reports/eot_tune.md``.
 """
@@ -96,7 +98,8 @@ class Trace:
 
 
 def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
-               keep_states: bool = False, gate_below: float = 0.0) -> Trace:  # fmt: skip
+               keep_states: bool = False, gate_below: float = 0.0,
+               gate_depth_db: float = 30.0) -> Trace:  # fmt: skip
     """Feed one utterance as a session feeds the fused pipeline and record, per VAD window,
     the end-of-turn value the Endpointer would read.
 
@@ -104,13 +107,14 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
     speech start (``Endpointer`` hysteresis) and fed from 300 ms before it; in a pause
     (``Endpointer.pause_ms_if``) up to ``tail_ms`` + the margin, the value is the head on a
     lookahead copy; otherwise the runtime's own gap rule (``end_of_turn_probability``).
-    With ``gate_below`` > 0 the VAD probabilities pass the session's ``QuietGate`` first.
+    With ``gate_below`` > 0 the VAD probabilities pass the session's ``QuietGate`` first
+    (``gate_depth_db``: how far under the speech level a quiet window must be).
     """
     from streaming.level import QuietGate
     from streaming.turn import EndpointConfig, Endpointer, SpeechStarted, TurnPhase
     from streaming.vad import VadStream
 
-    gate = QuietGate(gate_below) if gate_below > 0 else None
+    gate = QuietGate(gate_below, depth_db=gate_depth_db) if gate_below > 0 else None
 
     pcm = it["pcm"].astype(np.float32) / 32767
     back = pcm[-4000:]  # the trailing background, mirrored so it continues without a click
@@ -240,13 +244,14 @@ def fmt(s: dict[str, float]) -> str:
 
 def answers_at_fire(fm: FusedModel, vad: Any, items: list[dict[str, Any]], tail_ms: float,
                     threshold: float, min_silence: int, gate: float = 0.0,
-                    late: tuple[float, int] | None = None) -> float:  # fmt: skip
+                    late: tuple[float, int] | None = None, depth: float = 30.0) -> float:  # fmt: skip
     """Exact-match answers computed from the (lookahead) state at the moment the rule fires."""
     ok = n = 0
     for it in items:
         if it["skill"] == "incomplete":
             continue
-        tr = trace_item(fm, vad, it, tail_ms, keep_states=True, gate_below=gate)
+        tr = trace_item(fm, vad, it, tail_ms, keep_states=True, gate_below=gate,
+                        gate_depth_db=depth)
         k = fire_window(tr, threshold, min_silence, late)
         st = tr.states[len(tr.ends) - 1 if k is None else k]
         fm.start_reply(st)
@@ -266,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval", type=Path, default=Path("data/fused/speech_eval_s0_n480.npy"))
     ap.add_argument("--tails", default="0,400", help="lookahead_ms values to try")
     ap.add_argument("--gates", default="0,0.9", help="level_gate values to try (0: off)")
+    ap.add_argument("--depths", default="30",
+                    help="level_gate_depth_db values to try (the gate's depth under the speech)")
     ap.add_argument("--no-answers", action="store_true")
     ap.add_argument("--write-manifest", action="store_true")
     ap.add_argument("--absolute-caps", action="store_true",
@@ -290,36 +297,40 @@ def main(argv: list[str] | None = None) -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     base_dev = None
     cands = []
-    variants = [(float(t), float(g)) for t in args.tails.split(",") for g in args.gates.split(",")]
-    for tail, gate in variants:
+    variants = [(float(t), float(g), float(d)) for t in args.tails.split(",")
+                for g in args.gates.split(",") for d in args.depths.split(",")
+                if float(g) > 0 or d == args.depths.split(",")[0]]  # fmt: skip
+    for tail, gate, depth in variants:
         t0 = time.time()
-        dtr = [trace_item(fm, vad, it, tail, gate_below=gate) for it in dev]
-        etr = [trace_item(fm, vad, it, tail, gate_below=gate) for it in ev]
-        print(f"lookahead {tail:.0f} ms, level gate {gate:g}: traces in {time.time() - t0:.0f}s",
-              flush=True)  # fmt: skip
+        dtr = [trace_item(fm, vad, it, tail, gate_below=gate, gate_depth_db=depth) for it in dev]
+        etr = [trace_item(fm, vad, it, tail, gate_below=gate, gate_depth_db=depth) for it in ev]
+        print(f"lookahead {tail:.0f} ms, level gate {gate:g} ({depth:g} dB): traces in "
+              f"{time.time() - t0:.0f}s", flush=True)  # fmt: skip
         if base_dev is None:  # the first variant (tail 0, no gate) with the shipped rule sets the limits
             base_dev = score(dtr, *shipped)
-            ref = f"| {tail:.0f} | {gate:g} | {shipped[0]} | {shipped[1] * 32} |"
+            ref = f"| {tail:.0f} | {gname(gate, depth)} | {shipped[0]} | {shipped[1] * 32} |"
             lines.append(f"{ref} dev (reference rule) | " + row(base_dev))
             lines.append(f"{ref} eval (reference rule) | " + row(score(etr, *shipped)))
         for thr in THRESHOLDS:
             for sil in SILENCES:
                 s = score(dtr, thr, sil)
                 if within_limits(s, base_dev, args.absolute_caps):
-                    cands.append((s["p50"] + s["p95"] / 4, tail, gate, thr, sil, s, etr, dtr))
-        best = min((c for c in cands if c[1:3] == (tail, gate)), key=lambda c: c[0], default=None)
+                    cands.append((s["p50"] + s["p95"] / 4, tail, (gate, depth), thr, sil, s,
+                                  etr, dtr))  # fmt: skip
+        best = min((c for c in cands if c[1:3] == (tail, (gate, depth))), key=lambda c: c[0],
+                   default=None)  # fmt: skip
         if best is not None:
             _, _, _, thr, sil, s, _, _ = best
             print(f"  best on dev: threshold {thr}, min silence {sil * 32} ms: {fmt(s)}", flush=True)
-            head = f"| {tail:.0f} | {gate:g} | {thr} | {sil * 32} |"
+            head = f"| {tail:.0f} | {gname(gate, depth)} | {thr} | {sil * 32} |"
             lines.append(f"{head} dev | " + row(s))
             lines.append(f"{head} eval | " + row(score(etr, thr, sil)))
     if not cands:
         raise SystemExit("no rule met the limits")
-    obj, tail, gate, thr, sil, s, etr, dtr = min(cands, key=lambda c: c[0])
+    obj, tail, (gate, depth), thr, sil, s, etr, dtr = min(cands, key=lambda c: c[0])
     es = score(etr, thr, sil)
     table_end = len(lines)
-    lines += ["", f"Chosen on dev: lookahead {tail:.0f} ms, level gate {gate:g}, threshold {thr}, "
+    lines += ["", f"Chosen on dev: lookahead {tail:.0f} ms, level gate {gname(gate, depth)}, threshold {thr}, "
               f"min silence {sil * 32} ms.", f"Eval: {fmt(es)}."]  # fmt: skip
     # The late tier: a less sure head after a silence longer than any pause in a question.
     late, best_obj = None, obj
@@ -332,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
                 late, best_obj = (lt, ls), sl["p50"] + sl["p95"] / 4
     if late is not None:
         ld, le = score(dtr, thr, sil, late), score(etr, thr, sil, late)
-        head = f"| {tail:.0f} | {gate:g} | {thr}, late {late[0]} | {sil * 32}, late {late[1] * 32} |"
+        head = (f"| {tail:.0f} | {gname(gate, depth)} | {thr}, late {late[0]} | {sil * 32}, "
+                f"late {late[1] * 32} |")  # fmt: skip
         lines[table_end:table_end] = [f"{head} dev | " + row(ld), f"{head} eval | " + row(le)]
         lines += [f"Late tier chosen on dev: head >= {late[0]} after {late[1] * 32} ms of silence. "
                   f"Eval with it: {fmt(le)}; incomplete questions answered by a head rule "
@@ -341,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         lines.append("Late tier: none improved the dev objective within the limits.")
     if not args.no_answers:
-        a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil, gate, late)
+        a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil, gate, late, depth)
         a_end = answers_at_fire(fm, vad, ev, 0.0, 2.0, 1)  # never fires: the whole utterance
         lines.append(f"Eval text answers exact when the rule fires: {a_fire:.3f} "
                      f"(after the whole utterance: {a_end:.3f}).")  # fmt: skip
@@ -354,10 +366,16 @@ def main(argv: list[str] | None = None) -> None:
         man = json.loads(mp.read_text())
         eot = man["config"]["end_of_turn"]
         eot.update(threshold=thr, min_silence_ms=sil * 32.0, lookahead_ms=tail, level_gate=gate,
+                   level_gate_depth_db=depth,
                    trained_threshold=trained, late_threshold=late[0] if late else 0.0,
                    late_silence_ms=(late[1] if late else 24) * 32.0)
         mp.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
         print(f"wrote {mp}")
+
+
+def gname(gate: float, depth: float) -> str:
+    """A level gate as the report names it: its VAD bound and its depth under the speech."""
+    return f"{gate:g}, {depth:g} dB" if gate > 0 else "off"
 
 
 def row(s: dict[str, float]) -> str:

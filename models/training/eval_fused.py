@@ -84,12 +84,14 @@ def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
 
     vad = SileroVad()
     sil = max(1, round(fm.min_silence_ms / 32))
-    traces = [trace_item(fm, vad, it, fm.lookahead_ms, gate_below=fm.level_gate) for it in items]
+    traces = [trace_item(fm, vad, it, fm.lookahead_ms, gate_below=fm.level_gate,
+                         gate_depth_db=fm.level_gate_depth_db) for it in items]  # fmt: skip
     late = (fm.late_threshold, round(fm.late_silence_ms / 32)) if fm.late_threshold > 0 else None
     s = score(traces, fm.eot_threshold, sil, late)
     n_inc = sum(t.item["skill"] == "incomplete" for t in traces)
     return ["", f"## End of turn, server rule: head >= {fm.eot_threshold} on a {fm.lookahead_ms:.0f} ms "
-            f"lookahead copy, Silero VAD silence >= {sil * 32} ms (level gate {fm.level_gate:g}; "
+            f"lookahead copy, Silero VAD silence >= {sil * 32} ms (level gate {fm.level_gate:g}, "
+            f"{fm.level_gate_depth_db:g} dB under the speech; "
             f"late tier: head >= {fm.late_threshold:g} after {fm.late_silence_ms:.0f} ms)", "",
             f"- complete questions (n={s['n']}): {fmt(s)}",
             f"- incomplete questions (n={n_inc}): left to the 1.5 s fallback "

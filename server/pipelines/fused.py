@@ -290,6 +290,7 @@ class FusedPipeline(Pipeline):
             "min_silence_ms": self.model.min_silence_ms,
             "eot_threshold": self.model.eot_threshold,
             "level_gate": self.model.level_gate,
+            "level_gate_depth_db": self.model.level_gate_depth_db,
             "late_eot_threshold": self.model.late_threshold,
             "late_silence_ms": self.model.late_silence_ms,
         }

@@ -63,11 +63,13 @@ async def test_a_short_pause_ends_the_turn_only_with_the_level_gate(echo_server)
     assert await turns(echo_server.url, 0.9, audio) == 2
 
 
-async def test_a_bad_level_gate_is_refused_and_the_session_goes_on(echo_server) -> None:
+@pytest.mark.parametrize("bad_turn", [{"level_gate": 1.5}, {"level_gate_depth_db": -3}])
+async def test_a_bad_level_gate_is_refused_and_the_session_goes_on(echo_server, bad_turn) -> None:
     rec = Received()
     async with connect(echo_server.url) as ws:
         rec.add(await ws.recv())
-        bad = {"type": "session.update", "session": {"turn_detection": {"level_gate": 1.5}}}
+        assert rec.of("session.created")[0]["session"]["turn_detection"]["level_gate_depth_db"] == 30
+        bad = {"type": "session.update", "session": {"turn_detection": bad_turn}}
         await ws.send(json.dumps(bad))
         await collect_until(ws, rec, lambda e: e["type"] == "error")
         await ws.send(json.dumps({"type": "ping", "event_id": "after"}))

@@ -46,8 +46,8 @@ def _tone(db: float) -> np.ndarray:
     return tone(0.032, np.sqrt(2) * 10 ** (db / 20))
 
 
-def _trained_gate(below: float = 0.9) -> QuietGate:
-    gate = QuietGate(below)
+def _trained_gate(below: float = 0.9, depth_db: float = 30.0) -> QuietGate:
+    gate = QuietGate(below, depth_db=depth_db)
     for _ in range(10):  # background at -60 dBFS, heard outside a turn
         assert gate.gate(0.05, _tone(-60), in_turn=False) == 0.05
     for _ in range(10):  # speech at -20 dBFS
@@ -86,6 +86,21 @@ def test_quiet_gate_stays_shut_in_loud_noise_and_opens_in_digital_silence() -> N
     assert gate.gate(0.8, _tone(-60), in_turn=True) == 0.8
 
 
+def test_a_shallower_gate_opens_in_noise_the_default_one_stays_shut_in() -> None:
+    # noise 15 dB under the speech: the default 30 dB depth never opens, 12 dB does,
+    # and then only at the background's level, not in the speech between
+    shallow, deep = _trained_gate(depth_db=12.0), _trained_gate()
+    for gate in (shallow, deep):
+        for _ in range(60):
+            gate.gate(0.1, _tone(-35), in_turn=False)
+    assert shallow.quiet_level() == pytest.approx(-32.0, abs=0.1)  # min(-35 + 6, -20 - 12)
+    assert shallow.gate(0.8, _tone(-34), in_turn=True) == 0.0
+    assert shallow.gate(0.8, _tone(-25), in_turn=True) == 0.8
+    assert deep.gate(0.8, _tone(-34), in_turn=True) == 0.8
+
+
 def test_quiet_gate_rejects_a_bad_setting() -> None:
     with pytest.raises(ValueError, match="below"):
         QuietGate(1.5)
+    with pytest.raises(ValueError, match="depth_db"):
+        QuietGate(0.9, depth_db=0.0)
