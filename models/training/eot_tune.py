@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gates", default="0,0.9", help="level_gate values to try (0: off)")
     ap.add_argument("--depths", default="30",
                     help="level_gate_depth_db values to try (the gate's depth under the speech)")
+    ap.add_argument("--jobs", type=int, default=1, help="variants traced at once (processes)")
     ap.add_argument("--no-answers", action="store_true")
     ap.add_argument("--write-manifest", action="store_true")
     ap.add_argument("--absolute-caps", action="store_true",
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     trained = float(eot_cfg.get("trained_threshold", fm.eot_threshold))
     shipped = (trained, 2)
     lines = ["# End-of-turn rule tuning", "",
-             f"`python -m models.training.eot_tune --tails {args.tails} --gates {args.gates}` (dev: {len(dev)} utterances "
+             f"`python -m models.training.eot_tune --tails {args.tails} --gates {args.gates} --depths {args.depths}` (dev: {len(dev)} utterances "
              f"of training voices; eval: {len(ev)} held-out)", "",
              "| lookahead ms | level gate | threshold | min silence ms | set | within 200 ms | "
              "before end | fires in pauses | delay p50 | p90 | p95 |",
@@ -300,12 +301,17 @@ def main(argv: list[str] | None = None) -> None:
     variants = [(float(t), float(g), float(d)) for t in args.tails.split(",")
                 for g in args.gates.split(",") for d in args.depths.split(",")
                 if float(g) > 0 or d == args.depths.split(",")[0]]  # fmt: skip
-    for tail, gate, depth in variants:
-        t0 = time.time()
-        dtr = [trace_item(fm, vad, it, tail, gate_below=gate, gate_depth_db=depth) for it in dev]
-        etr = [trace_item(fm, vad, it, tail, gate_below=gate, gate_depth_db=depth) for it in ev]
-        print(f"lookahead {tail:.0f} ms, level gate {gate:g} ({depth:g} dB): traces in "
-              f"{time.time() - t0:.0f}s", flush=True)  # fmt: skip
+    t0 = time.time()
+    work = [(args.bundle, args.dev, args.eval, *v) for v in variants]
+    if args.jobs > 1:  # one process per variant at a time (the runtime runs on one thread)
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            traced = pool.starmap(variant_traces, work)
+    else:
+        traced = [variant_traces(*w) for w in work]
+    print(f"traces of {len(variants)} variants in {time.time() - t0:.0f}s", flush=True)
+    for (tail, gate, depth), (dtr, etr) in zip(variants, traced, strict=True):
         if base_dev is None:  # the first variant (tail 0, no gate) with the shipped rule sets the limits
             base_dev = score(dtr, *shipped)
             ref = f"| {tail:.0f} | {gname(gate, depth)} | {shipped[0]} | {shipped[1] * 32} |"
@@ -371,6 +377,18 @@ def main(argv: list[str] | None = None) -> None:
                    late_silence_ms=(late[1] if late else 24) * 32.0)
         mp.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
         print(f"wrote {mp}")
+
+
+def variant_traces(bundle: Path, dev_paths: list[Path], eval_path: Path, tail: float,
+                   gate: float, depth: float) -> tuple[list[Trace], list[Trace]]:  # fmt: skip
+    """Dev and eval traces of one (lookahead, level gate, depth) variant, in this process."""
+    from streaming.vad import SileroVad
+
+    fm, vad = FusedModel(bundle), SileroVad()
+    dev = [it for path in dev_paths for it in np.load(path, allow_pickle=True)]
+    ev = list(np.load(eval_path, allow_pickle=True))
+    return ([trace_item(fm, vad, it, tail, gate_below=gate, gate_depth_db=depth) for it in dev],
+            [trace_item(fm, vad, it, tail, gate_below=gate, gate_depth_db=depth) for it in ev])
 
 
 def gname(gate: float, depth: float) -> str:

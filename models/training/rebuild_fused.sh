@@ -38,5 +38,5 @@ done_ $R/f/lm_final.pt || $T lm --steps 6000 --text-mix 0.5 --eot-label complete
     --threads 2 --runs $R/f
 done_ $R/f/audio_final.pt || $T audio --steps 1500 --runs $R/f
 $PY -m models.training.export_fused --runs $R/f
-$PY -m models.training.eot_tune --tails 400 --gates 0.9 --absolute-caps --write-manifest
+$PY -m models.training.eot_tune --tails 400 --gates 0.9,1.0 --depths 30,20,14 --jobs 2 --absolute-caps --write-manifest
 $PY -m models.training.eval_fused
