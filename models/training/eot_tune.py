@@ -1,7 +1,8 @@
 """Tune the fused pipeline's end-of-turn rule on dev speech, then score it on held-out speech.
 
     python -m models.training.speech_data --only dev      # once: dev speech with audio (~15 s)
-    python -m models.training.eot_tune [--tails 0,400] [--gates 0,0.9] [--write-manifest]
+    python -m models.training.eot_tune [--tails 0,400] [--gates 0,0.9] [--depths 30,20]
+                                       [--jobs 2] [--write-manifest]
 
 The server ends a fused turn when the model's end-of-turn head is at least
 ``threshold`` while Silero VAD has heard at least ``min_silence`` of silence;
@@ -35,6 +36,7 @@ silence longer than any pause inside a question (768 or 896 ms), kept only if it
 lowers the dev objective within the same limits and answers at most 5 points more
 of the incomplete questions (before the 1.5 s fallback). Each utterance gets 1 s
 more of its own trailing background so the traces reach the fallback.
+``--jobs N`` traces N variants at once in their own processes.
 ``--write-manifest`` stores ``lookahead_ms``, ``level_gate``, ``level_gate_depth_db``, ``threshold``,
 ``min_silence_ms``, ``late_threshold`` and ``late_silence_ms`` in ``bundles/fused/manifest.json`` (config only; graphs
 unchanged) and the report goes to ``reports/eot_tune.md``.
