@@ -30,11 +30,15 @@ def _mb(v: float | None) -> str:
     return "-" if v is None else f"{v / 2**20:.0f}"
 
 
+def _ci(lo: float | None, hi: float | None) -> str:
+    return "-" if lo is None or hi is None else f"{lo:.0f}-{hi:.0f}"
+
+
 def _cores(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-COLUMNS = ("pipeline", "N", "turns", "fail", "takeover", "p50", "p90", "p95", "p99", "max",
+COLUMNS = ("pipeline", "N", "turns", "fail", "takeover", "p50", "p50 95% CI", "p90", "p95", "p99", "max",
            "success", "underruns", "overlap", "srv CPU", "srv RSS MB", "client CPU")  # fmt: skip
 
 
@@ -43,7 +47,8 @@ def _row(cell: dict[str, Any]) -> list[str]:
     lat = s["latency_ms"]
     return [
         cell["pipeline"], str(cell["concurrency"]), str(s["turns"]), str(s["failures"]), str(s["takeovers"]),
-        _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p95"]), _ms(lat["p99"]), _ms(lat["max"]),
+        _ms(lat["p50"]), _ci(lat.get("p50_lo"), lat.get("p50_hi")),
+        _ms(lat["p90"]), _ms(lat["p95"]), _ms(lat["p99"]), _ms(lat["max"]),
         _pct(s["success_rate"]), str(s["underruns"]), _pct(s["overlap"]),
         _cores(cell.get("server_cpu")), _mb(cell.get("server_rss")), _cores(cell.get("client_cpu")),
     ]  # fmt: skip
@@ -113,7 +118,8 @@ def markdown(results: dict[str, Any]) -> str:
         "Latency: first audible reply audio (100 ms above -35 dBFS) minus the capture time of the "
         "last speech sample. A failed turn (no reply within 4 s, an error, a failed response) enters "
         "the percentiles as 4000 ms; a takeover (reply before the user finished) is a failure and "
-        "stays out of them. p99 needs at least 100 turns.",
+        "stays out of them. p99 needs at least 100 turns. p50 95% CI: bootstrap over this run's "
+        "turns; it covers which cases were drawn, not the run-to-run timing spread on top of it.",
         "",
         "## Failures, takeovers, barge-in",
         "",

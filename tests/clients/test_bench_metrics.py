@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from clients.bench.cli import level_rounds, split_sessions
@@ -30,6 +31,18 @@ def test_percentiles_interpolate_linearly() -> None:
     assert p["p95"] == pytest.approx(955.0)
     assert p["max"] == 1000.0
     assert p["p99"] is None  # fewer than 100 turns
+
+
+def test_p50_interval_is_seeded_holds_the_p50_and_narrows_with_more_turns() -> None:
+    few = [turn(float(v)) for v in range(100, 1100, 100)]  # 10 turns, 100 .. 1000
+    many = [turn(float(v)) for v in np.linspace(100, 1000, 200)]  # the same spread, 200 turns
+    p, q = latency_percentiles(few), latency_percentiles(many)
+    assert p["p50_lo"] < p["p50"] < p["p50_hi"]  # type: ignore[operator]
+    assert q["p50_lo"] < q["p50"] < q["p50_hi"]  # type: ignore[operator]
+    assert q["p50_hi"] - q["p50_lo"] < (p["p50_hi"] - p["p50_lo"]) / 2  # type: ignore[operator]
+    assert latency_percentiles(few) == p  # the same turns give the same interval
+    one = latency_percentiles([turn(300.0)])
+    assert one["p50"] == 300.0 and one["p50_lo"] is None and one["p50_hi"] is None
 
 
 def test_p99_needs_100_turns() -> None:
