@@ -48,23 +48,6 @@ from streaming.vad import SAMPLE_RATE, WINDOW, VadStream
 
 FRAME_S = WINDOW / SAMPLE_RATE  # one VAD frame: 32 ms
 VAD_SLICE = 4  # VAD windows per worker job (128 ms of audio)
-TURN_KEYS = (
-    "mode",
-    "threshold",
-    "start_ms",
-    "stop_ms",
-    "min_silence_ms",
-    "eot_threshold",
-    "level_gate",
-    "level_gate_depth_db",
-    "late_eot_threshold",
-    "late_silence_ms",
-    "prefix_padding_ms",
-    "barge_in_ms",
-    "barge_in_loud_ms",
-    "interrupt_response",
-    "create_response",
-)
 
 
 @dataclass

@@ -45,6 +45,7 @@ unchanged) and the report goes to ``reports/eot_tune.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -285,8 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     from streaming.vad import SileroVad
 
     vad = SileroVad()
-    dev = [it for path in args.dev for it in np.load(path, allow_pickle=True)]
-    ev = list(np.load(args.eval, allow_pickle=True))
+    dev, ev = load_items(tuple(args.dev)), load_items((args.eval,))
     fm = FusedModel(args.bundle)
     eot_cfg = fm.bundle.config.get("end_of_turn") or {}
     # The reference: the head's trained threshold, no lookahead, 64 ms of VAD silence.
@@ -381,14 +381,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {mp}")
 
 
+@functools.cache
+def load_items(paths: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """The speech items of these caches, read once per process."""
+    return [it for path in paths for it in np.load(path, allow_pickle=True)]
+
+
 def variant_traces(bundle: Path, dev_paths: list[Path], eval_path: Path, tail: float,
                    gate: float, depth: float) -> tuple[list[Trace], list[Trace]]:  # fmt: skip
     """Dev and eval traces of one (lookahead, level gate, depth) variant, in this process."""
     from streaming.vad import SileroVad
 
     fm, vad = FusedModel(bundle), SileroVad()
-    dev = [it for path in dev_paths for it in np.load(path, allow_pickle=True)]
-    ev = list(np.load(eval_path, allow_pickle=True))
+    dev, ev = load_items(tuple(dev_paths)), load_items((eval_path,))
     return ([trace_item(fm, vad, it, tail, gate_below=gate, gate_depth_db=depth) for it in dev],
             [trace_item(fm, vad, it, tail, gate_below=gate, gate_depth_db=depth) for it in ev])
 
