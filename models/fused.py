@@ -23,7 +23,11 @@ token: the piece distribution times the token embeddings, plus a projection of
 the encoder state). So the LM is never behind the user, and no prefill burst
 happens at the end of the turn. The end-of-turn head reads every ingested
 step; :meth:`end_of_turn_probability` reports it once ``min_gap_ms`` of audio
-has passed with no new piece (0 while pieces keep coming).
+has passed with no new piece (0 while pieces keep coming). A bundle with
+``end_of_turn.pause_token`` reads the head instead on that token's step after
+the pieces heard so far: "the user went quiet here". The step is a probe
+(the state keeps no trace of it, so a pause that ends adds nothing to the
+context); the reply then starts with ``<pause> <eot> <assistant>``.
 
 How it speaks: :meth:`audio_tokens_for` runs the audio head (characters ->
 durations -> voice latent ``z``) and quantizes ``z`` with the codec bundle's
@@ -42,7 +46,7 @@ import numpy as np
 from models.bundle import Bundle, BundleError, load_manifest
 from models.features import N_MELS, SAMPLE_RATE, LogMel, LogMelStream
 from models.runtime import RuntimeOptions, create_session
-from models.tokenizer import Tokenizer
+from models.tokenizer import Tokenizer, TokenizerError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = ROOT / "bundles" / "fused"
@@ -106,7 +110,9 @@ class FusedState:
     prev_top: int = BLANK
     frames: int = 0  # encoder frames heard this turn
     last_emit_frame: int = -1
-    eot_logit: float = -20.0
+    eot_logit: float = -20.0  # the head at the last ingested step
+    pause_at: int = -1  # the position ``pause_logit`` was read at (-1: not yet)
+    pause_logit: float = -20.0  # the head on a ``<pause>`` step after the steps so far
     user_ids: list[int] = field(default_factory=list)  # greedy pieces heard (transcript)
     reply_ids: list[int] = field(default_factory=list)
     replying: bool = False
@@ -210,6 +216,9 @@ class FusedModel:
         self.level_gate = float(eot_cfg.get("level_gate", 0.0))
         #: how far under the user's speech level a window must be for the gate (dB)
         self.level_gate_depth_db = float(eot_cfg.get("level_gate_depth_db", 30.0))
+        #: the special token whose step asks the head "the user went quiet here: done?"
+        #: (``end_of_turn.pause_token``; None: the head is read at the last heard piece)
+        self.pause_id: int | None = None
         #: the server's late tier: head threshold after a silence longer than any pause (0: off)
         self.late_threshold = float(eot_cfg.get("late_threshold", 0.0))
         self.late_silence_ms = float(eot_cfg.get("late_silence_ms", 768.0))
@@ -222,6 +231,12 @@ class FusedModel:
         self.warm_state = self._warm_state(cfg["encoder"].get("warmup"))
         self._onehot = np.eye(self.vocab, dtype=np.float32)
         self._ids = {n: self.tok.special(n) for n in ("<bos>", "<user>", "<eot>", "<assistant>")}
+        if eot_cfg.get("pause_token"):
+            try:
+                self.pause_id = self.tok.special(str(eot_cfg["pause_token"]))
+            except TokenizerError:
+                raise BundleError(f"{self.bundle.root}: unknown end_of_turn.pause_token "
+                                  f"{eot_cfg['pause_token']!r}") from None  # fmt: skip
         self.audio_text = self.audio_frames = None
         self.codebooks: np.ndarray | None = None
         self.codec_stack = 4
@@ -277,6 +292,7 @@ class FusedModel:
         st.last_emit_frame = -1
         st.user_ids = []
         st.reply_ids = []
+        st.pause_at = -1
         st.replying = st.finished = False
         st._next = None
         logits, eot = self._lm_step(st, self._onehot[[self._ids["<bos>"], self._ids["<user>"]]],
@@ -352,9 +368,22 @@ class FusedModel:
         self.push_audio(c, tail)
         return c
 
+    def _head_logit(self, st: FusedState) -> float:
+        """The head's logit for "the user is done": on a ``<pause>`` step after the steps so far
+        when the bundle has one (a probe: ``st`` keeps no trace of it), else at the last step."""
+        if self.pause_id is None or st.position + 1 > self.max_seq_len:
+            return st.eot_logit
+        if st.pause_at != st.position:
+            _, eot, _, _ = self.lm.run(None, {
+                "probs": self._onehot[[self.pause_id]][None], "enc": np.zeros((1, 1, self.enc_dim), np.float32),
+                "start_pos": np.array([st.position], np.int64), "cache_k": st.cache_k, "cache_v": st.cache_v,
+            })  # fmt: skip
+            st.pause_logit, st.pause_at = float(eot[0, -1]), st.position
+        return st.pause_logit
+
     def head_probability(self, st: FusedState) -> float:
-        """The end-of-turn head at the last heard piece (0.0 before any), with no gap rule."""
-        return float(1.0 / (1.0 + np.exp(-st.eot_logit))) if st.user_ids else 0.0
+        """The end-of-turn head after the heard pieces (0.0 before any), with no gap rule."""
+        return float(1.0 / (1.0 + np.exp(-self._head_logit(st)))) if st.user_ids else 0.0
 
     def push_text(self, st: FusedState, text: str) -> None:
         """Text input instead of speech: the LM reads ``text`` as exact (one-hot) pieces."""
@@ -382,16 +411,18 @@ class FusedModel:
         gap_ms = (st.frames - 1 - st.last_emit_frame) * 10.0 * self.stack
         if gap_ms < self.min_gap_ms:
             return 0.0
-        return float(1.0 / (1.0 + np.exp(-st.eot_logit)))
+        return self.head_probability(st)
 
     # ------------------------------------------------------------------ replying
 
     def start_reply(self, st: FusedState) -> None:
-        """Close the user turn (``<eot> <assistant>``) and choose the first reply piece."""
+        """Close the user turn (``[<pause>] <eot> <assistant>``) and choose the first reply piece."""
         if st.replying:
             return
-        probs = self._onehot[[self._ids["<eot>"], self._ids["<assistant>"]]]
-        logits, _ = self._lm_step(st, probs, np.zeros((2, self.enc_dim), np.float32))
+        ids = [self._ids["<eot>"], self._ids["<assistant>"]]
+        if self.pause_id is not None:
+            ids.insert(0, self.pause_id)  # the user went quiet, as in training
+        logits, _ = self._lm_step(st, self._onehot[ids], np.zeros((len(ids), self.enc_dim), np.float32))
         st.replying = True
         st._next = int(logits[-1].argmax())
 

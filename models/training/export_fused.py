@@ -59,7 +59,8 @@ def load_trained(runs: Path = RUNS) -> dict[str, Any]:
     lm.load_state_dict(lm_ck["model"])
     out: dict[str, Any] = {"cfg": cfg, "lm_cfg": lm_cfg, "encoder": enc.eval(), "lm": lm.eval(),
                            "tokenizer": enc_ck["tokenizer"], "warmup": enc_ck.get("warmup"),
-                           "eot": lm_ck.get("eot_tuning", {"threshold": 0.5, "min_gap_ms": 80.0})}  # fmt: skip
+                           "eot": lm_ck.get("eot_tuning", {"threshold": 0.5, "min_gap_ms": 80.0}),
+                           "pause_token": lm_ck.get("pause_token")}  # fmt: skip
     a_path = runs / "audio_final.pt"
     if a_path.exists():
         a_ck = torch.load(a_path, weights_only=False)
@@ -179,7 +180,9 @@ def write_bundle(
             "user": "soft pieces (one per CTC emission)",
             "reply": ["<eot>", "<assistant>"],
             "end": "<eot>",
-        },  # fmt: skip
+        }
+        | ({"pause": f"{m['pause_token']} (the head's probe when the user is quiet; the reply "
+                     "starts with it)"} if m.get("pause_token") else {}),  # fmt: skip
         "audio": {
             "dim": cfg.ah_dim,
             "latent_dim": cfg.latent_dim,
@@ -188,10 +191,11 @@ def write_bundle(
         }
         if "audio_text" in graphs
         else None,  # fmt: skip
-        "end_of_turn": {
-            k: float(v) for k, v in m.get("eot", {}).items() if k in ("threshold", "min_gap_ms")
-        }
-        or {"threshold": 0.5, "min_gap_ms": 80.0},
+        "end_of_turn": (
+            {k: float(v) for k, v in m.get("eot", {}).items() if k in ("threshold", "min_gap_ms")}
+            or {"threshold": 0.5, "min_gap_ms": 80.0}
+        )
+        | ({"pause_token": m["pause_token"]} if m.get("pause_token") else {}),
         "fused": cfg.to_dict(),
         "weights_storage": "fp16 (computed in fp32)" if fp16 else "fp32",
     }

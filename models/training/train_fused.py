@@ -378,12 +378,39 @@ def augment_row(r: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     return dict(r, probs=probs, hid=hid, n_q=int(keep.sum()), frames=r["frames"][keep], eot=eot)
 
 
+def pause_rows(r: dict[str, Any], it: dict[str, Any], pause_id: int, look_ms: float,
+               frame_samples: int = 640) -> list[dict[str, Any]]:  # fmt: skip
+    """The pause steps of one labelled speech row (its ``"eot"`` set), as the run time reads them.
+
+    The server reads the end-of-turn head on a ``<pause>`` step after the pieces heard so
+    far whenever the user is silent (:meth:`models.fused.FusedModel.head_probability`).
+    So the row itself gains a pause step after its last piece (labelled 1 for a complete
+    question, else 0), and an item with a pause inside gives a second, truncated row: the
+    pieces emitted up to ``look_ms`` into the pause (what the server's lookahead copy has
+    heard; never past the pause's end), then the pause step, labelled as the last of them
+    ("what is seven plus" 0, "what is one times zero" before "please" 1). The truncated row
+    has no answer and its pieces are not labelled again."""
+    out = [dict(r, pause=pause_id, pause_eot=1.0 if r["complete"] else 0.0)]
+    if it.get("pause") is not None and r["n_q"]:
+        p0, p1 = it["pause"]
+        cut = min(p0 + look_ms * 16, p1)  # samples at 16 kHz
+        k = int(((np.asarray(r["frames"]) + 1) * frame_samples <= cut).sum())
+        if k:
+            out.append(dict(r, probs=r["probs"][:k], hid=r["hid"][:k], n_q=k, frames=r["frames"][:k],
+                            eot=np.full(k, -1.0, np.float32), tail=[], complete=False,
+                            pause=pause_id, pause_eot=float(r["eot"][k - 1])))  # fmt: skip
+    return out
+
+
 def make_lm_batch(rows: list[dict[str, Any]], vocab: int, enc_dim: int,
                   rng: np.random.Generator | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    """-> probs (B, T, V), enc (B, T, C), text targets (B, T), eot targets (B, T) (-1 = ignore)."""
+    """-> probs (B, T, V), enc (B, T, C), text targets (B, T), eot targets (B, T) (-1 = ignore).
+
+    A row with ``"pause"`` (a token id) has that step between its question and its tail,
+    labelled ``"pause_eot"``; its tail may be empty (a truncated row, no text targets)."""
     if rng is not None:
         rows = [augment_row(r, rng) if "ids" not in r else r for r in rows]
-    lens = [len(r["head"]) + r["n_q"] + len(r["tail"]) - 1 for r in rows]
+    lens = [len(r["head"]) + r["n_q"] + ("pause" in r) + max(len(r["tail"]) - 1, 0) for r in rows]
     t = max(lens)
     b = len(rows)
     probs = torch.zeros(b, t, vocab)
@@ -400,11 +427,16 @@ def make_lm_batch(rows: list[dict[str, Any]], vocab: int, enc_dim: int,
         else:
             probs[i, nh : nh + nq] = torch.from_numpy(r["probs"].astype(np.float32))
             enc[i, nh : nh + nq] = torch.from_numpy(r["hid"].astype(np.float32))
+        t0 = nh + nq
+        if "pause" in r:
+            probs[i, t0, r["pause"]] = 1.0
+            eot[i, t0] = r["pause_eot"]
+            t0 += 1
         tail = r["tail"]
         for j, tid in enumerate(tail[:-1]):
-            probs[i, nh + nq + j, tid] = 1.0
+            probs[i, t0 + j, tid] = 1.0
         # position p predicts the next id; the answer starts after <eot> <assistant>
-        a0 = nh + nq + 1  # position of <assistant>
+        a0 = t0 + 1  # position of <assistant>
         for j, tid in enumerate(tail[2:]):
             tgt[i, a0 + j] = tid
         if "eot" in r:  # rows only read (tune_eot on cached dev rows) may have no labels
@@ -414,7 +446,7 @@ def make_lm_batch(rows: list[dict[str, Any]], vocab: int, enc_dim: int,
 
 
 def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items: list[dict[str, Any]],
-                  tag: str, augment_copies: int) -> list[dict[str, Any]]:  # fmt: skip
+                  tag: str, augment_copies: int, truncated: bool = True) -> list[dict[str, Any]]:  # fmt: skip
     warm = warm_mel(enc.warmup, enc.cfg.stack)
     cache = RUNS / f"lm_rows_{tag}_c{augment_copies}{'_warm' if warm is not None else ''}.pt"
     if cache.exists():
@@ -431,6 +463,11 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
         it = items[k % len(items)]
         r["eot"] = eot_labels(tok, r["probs"].argmax(-1) if r["n_q"] else [], it["text"],
                               r["complete"], args.eot_label)  # fmt: skip
+    if args.pause_token:
+        pid = tok.special(args.pause_token)
+        rows = [p for k, r in enumerate(rows)
+                for p in pause_rows(r, items[k % len(items)], pid, args.pause_lookahead_ms)
+                if truncated or p["tail"]]  # fmt: skip
     return rows
 
 
@@ -456,7 +493,7 @@ def train_lm(args: argparse.Namespace) -> None:
     # the row cache is valid only for these speech caches
     extras = hashlib.sha1("|".join(p.name for p in args.extra).encode()).hexdigest()[:8]
     rows = build_lm_rows(args, tok, enc, items, f"train_{len(items)}_{extras}", args.copies)
-    dev_rows = build_lm_rows(args, tok, enc, dev_items, "dev", 0)
+    dev_rows = build_lm_rows(args, tok, enc, dev_items, "dev", 0, truncated=False)
     text_rows = []
     if args.text_mix > 0:
         from models.domain import bare_social_forms, generate_corpus
@@ -468,7 +505,9 @@ def train_lm(args: argparse.Namespace) -> None:
                 r = lm_sequence(tok, (np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)), e.answer,
                                 e.skill != "incomplete")  # fmt: skip
                 lab = eot_labels(tok, q, normalize(e.question), r["complete"], args.eot_label)
-                text_rows.append(dict(r, ids=q, n_q=len(q), eot=lab))
+                pause = {"pause": tok.special(args.pause_token),
+                         "pause_eot": float(r["complete"])} if args.pause_token else {}  # fmt: skip
+                text_rows.append(dict(r, ids=q, n_q=len(q), eot=lab, **pause))
     log(f"lm rows: {len(rows)} speech + {len(text_rows)} text (mix {args.text_mix}), "
         f"{len(dev_rows)} dev ({time.time() - t0:.0f}s); {lm_cfg}", stage)  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -516,7 +555,8 @@ def train_lm(args: argparse.Namespace) -> None:
     log(f"GATE3 dev[train voices] answer exact {acc:.3f}", stage)
     tuning = tune_eot(model, dev_rows, dev_items, lm_cfg.vocab_size, cfg.enc_dim, stage)
     save_atomic({"model": model.state_dict(), "cfg": cfg.to_dict(), "lm_cfg": lm_cfg.to_dict(),
-                 "eot_tuning": tuning, "dev_accuracy": acc}, RUNS / f"{stage}_final.pt")  # fmt: skip
+                 "eot_tuning": tuning, "dev_accuracy": acc, "pause_token": args.pause_token},
+                RUNS / f"{stage}_final.pt")  # fmt: skip
 
 
 def retune_eot(args: argparse.Namespace) -> None:
@@ -592,7 +632,7 @@ def lm_dev_accuracy(model: FusedLM, rows: list[dict[str, Any]], tok: Tokenizer) 
         for r in rows:
             r2 = dict(r, tail=r["tail"][:2] + [eot_id])
             probs, encx, _, _ = make_lm_batch([r2], model.lm.cfg.vocab_size, model.proj.in_features)
-            n = len(r["head"]) + r["n_q"] + 2
+            n = len(r["head"]) + r["n_q"] + ("pause" in r) + 2
             probs, encx = probs[:, :n], encx[:, :n]
             out: list[int] = []
             for _ in range(40):
@@ -774,6 +814,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eot-label", choices=("last", "complete"), default="last",
                     help="stage 3: end-of-turn positives at the last piece only, or also "
                          "wherever only fillers are left (eot_labels)")  # fmt: skip
+    ap.add_argument("--pause-token", default=None,
+                    help="stage 3: read the end-of-turn head on this special token, a step the "
+                         "run time adds when the user is silent (pause_rows; e.g. <reserved_0>)")
+    ap.add_argument("--pause-lookahead-ms", type=float, default=400.0,
+                    help="stage 3: how far into a mid-question pause the pause step hears")
     ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core CPU")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--ckpt-every", type=int, default=200)

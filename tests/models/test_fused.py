@@ -34,6 +34,7 @@ from models.training.train_fused import (  # noqa: E402
     eot_labels,
     lm_sequence,
     make_lm_batch,
+    pause_rows,
     quiet_bank,
     warm_mel,
 )
@@ -143,6 +144,37 @@ def test_eot_labels_reach_the_batch_through_augmentation() -> None:
     for _ in range(20):
         aug = augment_row(row, rng)
         assert len(aug["eot"]) == aug["n_q"] and aug["eot"][-1] == 1.0
+
+
+def test_pause_rows_put_a_labelled_pause_step_where_the_run_time_reads_the_head() -> None:
+    tok = train_bpe(["what is one times zero please um", "count from seven to seventeen"] * 3, 400)
+    text = "what is one times zero please"
+    ids = tok.encode(text)
+    assert len(ids) == 6  # one piece per word
+    n, v, pid = len(ids), tok.vocab_size, tok.special("<reserved_0>")
+    probs = np.eye(v, dtype=np.float16)[ids]
+    frames = np.array([10, 14, 18, 22, 26, 40])  # "please" is heard after a pause
+    row = lm_sequence(tok, (probs, np.zeros((n, 8), np.float16), frames), "Zero.", True)
+    row["eot"] = eot_labels(tok, ids, text, True)
+    # the pause starts at 17 000 samples (frame 26 is heard at 27 * 640 = 17 280)
+    full, cut = pause_rows(row, {"pause": (17000, 24000)}, pid, look_ms=400.0)
+    assert full["pause_eot"] == 1.0 and full["tail"] == row["tail"]
+    assert cut["n_q"] == 5 and cut["tail"] == [] and cut["pause_eot"] == 1.0  # "... zero" <pause>
+    p, _, tgt, eot = make_lm_batch([full, cut], v, 8)
+    nh = len(row["head"])
+    # full row: pieces, <pause> (labelled 1), then <eot> <assistant> and the answer's targets
+    assert p[0, nh + n, pid] == 1.0 and eot[0, nh + n] == 1.0
+    assert p[0, nh + n + 1, tok.special("<eot>")] == 1.0 and p[0, nh + n + 2, tok.special("<assistant>")] == 1.0
+    assert tgt[0, nh + n + 2] == row["tail"][2]
+    # truncated row: five pieces (not labelled again), the pause step, nothing after it
+    assert p[1, nh + 5, pid] == 1.0 and eot[1, nh + 5] == 1.0
+    assert (eot[1, nh : nh + 5] == -1.0).all() and (tgt[1] == -100).all() and (eot[1, nh + 6 :] == -1).all()
+    # a pause cut short: only what was heard before its end; an incomplete question is 0
+    short = pause_rows(dict(row, complete=False), {"pause": (9000, 12200)}, pid, look_ms=400.0)
+    assert short[0]["pause_eot"] == 0.0 and short[1]["n_q"] == 3 and short[1]["pause_eot"] == 0.0
+    # no pause inside, or one before any piece: the full row only
+    assert len(pause_rows(row, {"pause": None}, pid, 400.0)) == 1
+    assert len(pause_rows(row, {"pause": (100, 600)}, pid, 0.0)) == 1
 
 
 def test_regulator() -> None:
@@ -270,6 +302,47 @@ def test_lookahead_is_a_copy_that_heard_the_tail(bundle: Path) -> None:
     fm.push_audio(again, np.concatenate([speech, speech[:100], quiet]))
     assert st.user_ids == again.user_ids and st.frames == again.frames
     assert look_tail(np.zeros(0, np.float32), 100).size == 0
+
+
+def test_pause_step_is_a_probe_and_opens_the_reply(parts: dict, tmp_path: Path) -> None:
+    write_bundle(parts | {"pause_token": "<reserved_0>"}, tmp_path / "p", codec_bundle="no-codec", fp16=False)
+    fm, plain = FusedModel(tmp_path / "p"), FusedModel(tmp_path / "p")
+    assert fm.bundle.config["end_of_turn"]["pause_token"] == "<reserved_0>"
+    plain.pause_id = None  # the same weights, read at the last piece
+    st = fm.new_state()
+    assert fm.head_probability(st) == 0.0  # nothing heard yet
+    fm.push_text(st, "what is seven plus five")
+    pos, ck, cv, logit = st.position, st.cache_k.copy(), st.cache_v.copy(), st.eot_logit
+    p = fm.head_probability(st)
+    # the head read on a <pause> step at the next position, as torch computes it ...
+    lm, tok = parts["lm"], fm.tok
+    ids = [tok.special("<bos>"), tok.special("<user>")] + st.user_ids + [tok.special("<reserved_0>")]
+    x = torch.nn.functional.one_hot(torch.tensor([ids]), fm.vocab).float()
+    with torch.no_grad():
+        _, eot, _ = lm(x, torch.zeros(1, len(ids), fm.enc_dim))
+    assert p == pytest.approx(float(torch.sigmoid(eot[0, -1])), abs=1e-5)
+    assert p != pytest.approx(plain.head_probability(st), abs=1e-6)
+    # ... leaves no trace in the state, and is read once per position
+    assert st.position == pos and st.eot_logit == logit
+    assert np.array_equal(st.cache_k, ck) and np.array_equal(st.cache_v, cv)
+    assert st.pause_at == pos and fm.head_probability(st) == p
+    # the reply starts after <pause> <eot> <assistant>, as stage 3 trained it
+    fm.start_reply(st)
+    assert st.position == pos + 3
+    x = torch.nn.functional.one_hot(
+        torch.tensor([ids + [tok.special("<eot>"), tok.special("<assistant>")]]), fm.vocab
+    ).float()
+    with torch.no_grad():
+        logits, _, _ = lm(x, torch.zeros(1, x.shape[1], fm.enc_dim))
+    assert st._next == int(logits[0, -1].argmax())
+    fm.reset_turn(st)
+    assert st.pause_at == -1 and fm.head_probability(st) == 0.0
+
+
+def test_unknown_pause_token_is_a_bundle_error(parts: dict, tmp_path: Path) -> None:
+    write_bundle(parts | {"pause_token": "<nope>"}, tmp_path / "p", codec_bundle="no-codec", fp16=False)
+    with pytest.raises(BundleError, match="pause_token"):
+        FusedModel(tmp_path / "p")
 
 
 def test_audio_head_parity(parts: dict, bundle: Path) -> None:
