@@ -20,7 +20,7 @@ and variants x held-out phrasings; see models.training.speech_data):
   trained ones, reported apart;
 - per-call latencies of the runtime on this CPU (one ORT thread).
 
-Writes reports/fused_eval.md and prints it.
+Writes ``--report`` (reports/fused_eval.md) and prints it.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def run_item(fm: FusedModel, it: dict[str, Any], threshold: float,
         times["push_audio(20ms)"].append(time.perf_counter() - t0)
         if fire is None and fm.end_of_turn_probability(st) > threshold:
             fire = i + len(chunk)  # samples heard when it fired
+    head = fm.head_probability(st)  # after everything, trailing silence included
     t0 = time.perf_counter()
     fm.start_reply(st)
     times["start_reply"].append(time.perf_counter() - t0)
@@ -73,7 +74,7 @@ def run_item(fm: FusedModel, it: dict[str, Any], threshold: float,
         pieces.append(p)
     reply = "".join(pieces)
     return {"reply": reply, "heard": fm.heard_text(st), "fire": fire, "ids": list(st.user_ids),
-            "ok": normalize(reply) == normalize(it["answer"])}  # fmt: skip
+            "ok": normalize(reply) == normalize(it["answer"]), "head": head}  # fmt: skip
 
 
 def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
@@ -111,6 +112,7 @@ def eval_text(
     eot = {r: {"complete": [0, 0, 0, 0], "pause_ok": [0, 0], "incomplete_silent": [0, 0]}
            for r in ("fire",)}  # fmt: skip
     examples = []
+    sure: dict[bool, list[int]] = {True: [0, 0], False: [0, 0]}  # heard word for word -> [sure, n]
     t_all = time.time()
     from models.training.train_fused import edit_distance
 
@@ -129,6 +131,10 @@ def eval_text(
             examples.append(
                 f"- [{it['group']}] heard `{r['heard']}` for `{it['text']}` -> `{r['reply']}`"
             )
+        if it["skill"] != "incomplete":
+            exact = normalize(r["heard"]) == normalize(it["text"])
+            sure[exact][0] += r["head"] >= fm.eot_threshold
+            sure[exact][1] += 1
         for rule in ("fire",):
             e = eot[rule]
             end, fire = it["end"], r[rule]
@@ -177,6 +183,11 @@ def eval_text(
                   f"pause {e['pause_ok'][0] / max(1, e['pause_ok'][1]):.3f}",
                   f"- incomplete questions (n={e['incomplete_silent'][1]}): never fired "
                   f"{e['incomplete_silent'][0] / max(1, e['incomplete_silent'][1]):.3f}"]  # fmt: skip
+    n_sure, n_all = sure[True][0] + sure[False][0], sure[True][1] + sure[False][1]
+    lines += ["", "## End-of-turn head once everything is heard (trailing silence included)", "",
+              f"- complete questions with the head >= {fm.eot_threshold}: "
+              f"{n_sure / max(1, n_all):.3f} (heard word for word {sure[True][0] / max(1, sure[True][1]):.3f}, "
+              f"n={sure[True][1]}; otherwise {sure[False][0] / max(1, sure[False][1]):.3f}, n={sure[False][1]})"]  # fmt: skip
     lines += server_rule(fm, items)
     lines += ["", "Some failures:", *examples]
     return lines, times
@@ -282,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threshold", type=float, default=None, help="default: the bundle's")
     ap.add_argument("--min-gap-ms", type=float, default=None, help="default: the bundle's")
     ap.add_argument("--no-audio", action="store_true")
+    ap.add_argument("--report", type=Path, default=Path("reports/fused_eval.md"))
     ap.add_argument("--parity-only", action="store_true")
     ap.add_argument("--runs", type=Path, default=None, help="parity: checkpoint folder (runs/fused)")
     args = ap.parse_args(argv)
@@ -309,8 +321,8 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"| {k} | {len(a)} | {np.percentile(a, 50):.2f} | {np.percentile(a, 90):.2f} | "
                          f"{a.max():.2f} |")  # fmt: skip
     text = "\n".join(lines) + "\n"
-    Path("reports").mkdir(exist_ok=True)
-    Path("reports/fused_eval.md").write_text(text)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(text)
     print(text)
 
 

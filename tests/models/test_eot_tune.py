@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.training.eot_tune import STOP_WINDOWS, WIN, Trace, fire_window, score
+from models.training.eot_tune import STOP_WINDOWS, WIN, Trace, fire_window, score, within_limits
 from streaming.turn import EndOfTurn, EndpointConfig, Endpointer
 
 
@@ -45,7 +45,15 @@ def test_score_counts_delays_takeovers_and_pause_fires() -> None:
     assert score([late], 0.9, 2)["early"] == 1.0  # fired before the labelled end: a takeover
     paused = Trace(dict(item, end=int(ends[-1]), pause=(int(ends[24]), int(ends[30]))), ends, vad, head,
                    np.zeros(n, int))  # fmt: skip
-    assert score([paused], 0.9, 2)["pause_fire"] == 1.0
+    s = score([paused], 0.9, 2)
+    assert s["pause_fire"] == 1.0
+    # a fire in the pause is before the speech end too; early_outside leaves it out
+    assert s["early"] == 1.0 and s["early_outside"] == 0.0
+    assert score([late], 0.9, 2)["early_outside"] == 1.0
+    ok = {"pause_fire": 0.1, "early": 0.05}  # the reference rule: early cap min(0.05 + 0.02, 0.06)
+    assert within_limits(dict(s, pause_fire=0.1, early=0.05), ok, absolute=True)
+    assert not within_limits(dict(s, pause_fire=0.1, early=0.07, early_outside=0.0), ok, absolute=True)
+    assert not within_limits(dict(s, pause_fire=0.11, early=0.0), ok, absolute=True)
     # a pause before only fillers is counted in all pauses, and apart from the others
     text = "what is one times zero please um"
     filler = Trace(dict(paused.item, text=text, pause_word=5), ends, vad, head, np.zeros(n, int))
