@@ -177,6 +177,7 @@ class Session:
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=4096)
         self._configure_turn()
         self._turn_start: int | None = None  # absolute 16k sample of speech start
+        self._started_sent: int | None = None  # speech start already announced (barge-in)
         self._turn_from = self.samples_in  # where the next manual (commit) turn starts
 
     def _configure_turn(self) -> None:
@@ -386,14 +387,20 @@ class Session:
         match tev:
             case tt.SpeechStarted():
                 self._turn_start = self._sample_of(tev.frame)
-                self.emit(ev.SpeechStarted(self._turn_start * 1000 / SAMPLE_RATE))
+                if self._started_sent != self._turn_start:
+                    self.emit(ev.SpeechStarted(self._turn_start * 1000 / SAMPLE_RATE))
+                self._started_sent = None
                 pad = int(self.settings.turn["prefix_padding_ms"] * SAMPLE_RATE / 1000)
                 assert self._pipe is not None
                 await self._pipe.on_speech_start(self._slice_capture(self._turn_start - pad, self.samples_in))
             case tt.BargeIn():
                 r = self.response
                 if r is not None and self.settings.turn["interrupt_response"]:
-                    r.barge_in_ms = self._sample_of(tev.frame) * 1000 / SAMPLE_RATE
+                    # The Endpointer's SpeechStarted for this speech comes next; clients hear
+                    # of the speech first, then of the reply it stops (OpenAI Realtime's order).
+                    self._started_sent = self._sample_of(tev.frame)
+                    r.barge_in_ms = self._started_sent * 1000 / SAMPLE_RATE
+                    self.emit(ev.SpeechStarted(r.barge_in_ms))
                     await self._stop_response("interrupted")
             case tt.EndOfTurn():
                 if mode == "manual" and tev.reason != "max_turn":

@@ -168,6 +168,11 @@ async def test_barge_in_interrupts_and_truncates_to_played(echo_server) -> None:
         await collect_until(ws, rec, lambda e: e["type"] == "response.done" and e["response_id"] == 2, timeout=10)
     intr = rec.of("interrupted")[0]
     assert intr["response_id"] == rid
+    # the interrupting speech is announced once, before the reply it stops (OpenAI's order)
+    types = rec.types()
+    started = [k for k, t in enumerate(types) if t == "speech.started"]
+    assert len(started) == 2 and started[1] < types.index("interrupted")
+    assert rec.of("speech.started")[1]["audio_ms"] == intr["audio_ms"]
     assert 0 < intr["truncated_ms"] <= intr["sent_ms"]
     assert intr["truncated_ms"] <= 600
     assert intr["sent_ms"] < 1800  # paced: far less than the whole 4 s reply was sent

@@ -256,6 +256,11 @@ async def test_user_speech_during_the_reply_interrupts_it(echo_server) -> None:
             sender.cancel()
     assert done["response"]["status"] == "cancelled"
     assert done["response"]["status_details"]["reason"] == "turn_detected"
+    # as OpenAI orders them: the new speech first, then the reply it cancelled
+    types = log.types()
+    second = [k for k, t in enumerate(types) if t == "input_audio_buffer.speech_started"][1]
+    assert second < types.index("response.done")
+    assert types.count("input_audio_buffer.speech_started") == 2
     assert len(log.audio()) / RATE < 1.0  # the full echo would be about 2 s
 
 
