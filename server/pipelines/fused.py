@@ -82,6 +82,7 @@ class FusedSession(PipelineSession):
         self.spec: _Speculation | None = None
         self.look: FusedState | None = None  # the latest lookahead copy, while it is current
         self.recent = np.zeros(0, np.float32)  # the last input, repeated by lookahead
+        self.replying = False  # respond() is running on its own state
 
     def _heard(self) -> FusedState:
         """The state that best knows what the user said: the latest lookahead copy while it
@@ -153,7 +154,11 @@ class FusedSession(PipelineSession):
     async def on_speech_start(self, audio16k: np.ndarray) -> None:
         self.spec = self.look = None
         self.recent = np.zeros(0, np.float32)
-        await self.worker.run(self.p.model.reset_turn, self.state)
+        if self.replying:
+            # a turn heard during a reply it does not interrupt: leave the reply its state
+            self.state = await self.worker.run(self.p.model.new_state)
+        else:
+            await self.worker.run(self.p.model.reset_turn, self.state)
         self.listening = True
         self.eot = await self.worker.run(self._push, audio16k)
 
@@ -186,27 +191,38 @@ class FusedSession(PipelineSession):
         return self.p.model.audio_tokens_for(clause)
 
     async def respond(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
+        self.replying = True
+        try:
+            async for item in self._respond(turn):
+                yield item
+        finally:
+            self.replying = False
+
+    async def _respond(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
+        """The reply, on its own state ``st``: a user turn that begins meanwhile (without
+        interrupting it) gets a fresh state in :meth:`on_speech_start`."""
         m, codec, run = self.p.model, self.p.codec, self.worker.run
         self.listening = False
         self.eot = 0.0
         t0 = time.perf_counter()
         spec, self.spec = self.spec, None
+        st = self.state
         if turn.text is not None:  # text input: the LM reads it as exact (one-hot) pieces
             spec = None
-            await run(m.reset_turn, self.state)
-            await run(m.push_text, self.state, turn.text)
+            await run(m.reset_turn, st)
+            await run(m.push_text, st, turn.text)
         else:
-            self.state = self._heard()  # the current lookahead copy heard the last piece
+            st = self._heard()  # the current lookahead copy heard the last piece
         self.look = None
-        if spec is not None and spec.heard != self.state.user_ids:
+        if spec is not None and spec.heard != st.user_ids:
             spec = None  # it answers something else than what is now heard
-        heard = m.heard_text(self.state)
+        heard = m.heard_text(st)
         if heard:
             yield ReplyText(heard, role="user")
         yield StageTiming("speculative", 1.0 if spec is not None else 0.0)
         first_audio = True
         if spec is not None:
-            self.state = spec.state
+            st = spec.state
             for text in spec.texts:
                 yield ReplyText(text)
             stream = spec.stream or codec.new_stream()
@@ -223,12 +239,12 @@ class FusedSession(PipelineSession):
                     yield item
                 return
         else:
-            await run(m.start_reply, self.state)
+            await run(m.start_reply, st)
             yield StageTiming("lm_first_step_ms", elapsed_ms(t0))
             stream = codec.new_stream()
         clause = ""
         while True:
-            piece: str | None = await run(m.next_text_piece, self.state)
+            piece: str | None = await run(m.next_text_piece, st)
             if piece is not None:
                 clause += piece
                 yield ReplyText(piece)

@@ -117,6 +117,42 @@ async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
     assert not user.rstrip().endswith("two plus two"), user
 
 
+async def test_a_turn_that_does_not_interrupt_leaves_the_reply_its_state() -> None:
+    """With ``interrupt_response: false`` a new user turn starts while the reply still runs;
+    the reply goes on from its own state and the new turn hears from a fresh one."""
+    from server.config import ServerConfig
+    from server.pipelines.base import ReplyAudio, ReplyText, Turn
+    from server.pipelines.fused import FusedPipeline
+    from server.worker import InferenceWorker
+
+    pipe = FusedPipeline(ServerConfig(bundles_dir=str(ROOT / "bundles")))
+    worker = InferenceWorker()
+    worker.start()
+    try:
+        ref = pipe.open_session(worker)
+        want = "".join([i.delta async for i in ref.respond(Turn(response_id=1, audio=np.zeros(0, np.float32), text="hello"))
+                        if isinstance(i, ReplyText) and i.role == "assistant"])  # fmt: skip
+        assert want.count("!") + want.count("?") + want.count(".") >= 2, want  # two clauses
+        s = pipe.open_session(worker)
+        gen = s.respond(Turn(response_id=1, audio=np.zeros(0, np.float32), text="hello"))
+        said, new_turn = "", False
+        async for item in gen:
+            if isinstance(item, ReplyText) and item.role == "assistant":
+                said += item.delta
+            if isinstance(item, ReplyAudio) and not new_turn:  # the first clause is out
+                new_turn = True
+                x = with_silence(espeak("what is two plus two"), 16000, 0.3, 0.8)  # last piece ~0.3 s late
+                await s.on_speech_start(x[:320])
+                for i in range(320, len(x), 320):
+                    await s.on_audio(x[i : i + 320])
+        assert new_turn and said == want
+        heard = "".join([i.delta async for i in s.respond(Turn(response_id=2, audio=x))
+                         if isinstance(i, ReplyText) and i.role == "user"])  # fmt: skip
+        assert heard.rstrip().endswith("two plus two"), heard
+    finally:
+        worker.stop()
+
+
 @pytest.mark.parametrize(("word", "answer"), [("thanks", "welcome"), ("bye", "goodbye"), ("hi", "hello")])
 def test_a_lone_social_word_is_heard_as_itself(word: str, answer: str) -> None:
     """A session starts the turn 300 ms before the speech. Encoders that started every turn
