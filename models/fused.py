@@ -299,16 +299,20 @@ class FusedModel:
                                     np.zeros((2, self.enc_dim), np.float32))  # fmt: skip
         st.eot_logit = float(eot[-1])
 
+    def _run_lm(self, st: FusedState, probs: np.ndarray, enc: np.ndarray) -> list[np.ndarray]:
+        """One ``lm_step`` call at ``st.position``: logits, eot, new caches (``st`` unchanged)."""
+        return self.lm.run(None, {  # type: ignore[no-any-return]
+            "probs": probs[None].astype(np.float32), "enc": enc[None].astype(np.float32),
+            "start_pos": np.array([st.position], np.int64), "cache_k": st.cache_k, "cache_v": st.cache_v,
+        })  # fmt: skip
+
     def _lm_step(
         self, st: FusedState, probs: np.ndarray, enc: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         t = len(probs)
         if st.position + t > self.max_seq_len:
             raise FusedError(f"context full ({st.position} + {t} > {self.max_seq_len})")
-        logits, eot, st.cache_k, st.cache_v = self.lm.run(None, {
-            "probs": probs[None].astype(np.float32), "enc": enc[None].astype(np.float32),
-            "start_pos": np.array([st.position], np.int64), "cache_k": st.cache_k, "cache_v": st.cache_v,
-        })  # fmt: skip
+        logits, eot, st.cache_k, st.cache_v = self._run_lm(st, probs, enc)
         st.position += t
         return logits[0], eot[0]
 
@@ -374,10 +378,7 @@ class FusedModel:
         if self.pause_id is None or st.position + 1 > self.max_seq_len:
             return st.eot_logit
         if st.pause_at != st.position:
-            _, eot, _, _ = self.lm.run(None, {
-                "probs": self._onehot[[self.pause_id]][None], "enc": np.zeros((1, 1, self.enc_dim), np.float32),
-                "start_pos": np.array([st.position], np.int64), "cache_k": st.cache_k, "cache_v": st.cache_v,
-            })  # fmt: skip
+            _, eot, _, _ = self._run_lm(st, self._onehot[[self.pause_id]], np.zeros((1, self.enc_dim), np.float32))
             st.pause_logit, st.pause_at = float(eot[0, -1]), st.position
         return st.pause_logit
 

@@ -495,6 +495,7 @@ def train_lm(args: argparse.Namespace) -> None:
     rows = build_lm_rows(args, tok, enc, items, f"train_{len(items)}_{extras}", args.copies)
     dev_rows = build_lm_rows(args, tok, enc, dev_items, "dev", 0, truncated=False)
     text_rows = []
+    pid = tok.special(args.pause_token) if args.pause_token else None
     if args.text_mix > 0:
         from models.domain import bare_social_forms, generate_corpus
 
@@ -505,9 +506,8 @@ def train_lm(args: argparse.Namespace) -> None:
                 r = lm_sequence(tok, (np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)), e.answer,
                                 e.skill != "incomplete")  # fmt: skip
                 lab = eot_labels(tok, q, normalize(e.question), r["complete"], args.eot_label)
-                pause = {"pause": tok.special(args.pause_token),
-                         "pause_eot": float(r["complete"])} if args.pause_token else {}  # fmt: skip
-                text_rows.append(dict(r, ids=q, n_q=len(q), eot=lab, **pause))
+                r = dict(r, ids=q, n_q=len(q), eot=lab)
+                text_rows.append(r if pid is None else pause_rows(r, {}, pid, args.pause_lookahead_ms)[0])
     log(f"lm rows: {len(rows)} speech + {len(text_rows)} text (mix {args.text_mix}), "
         f"{len(dev_rows)} dev ({time.time() - t0:.0f}s); {lm_cfg}", stage)  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
