@@ -57,6 +57,19 @@ ESPEAK_VARIANTS_TRAIN = (
 ESPEAK_VARIANTS_HELD = ("f4", "m7", "Annie", "edward")
 FLITE_TRAIN = ("awb", "slt")
 FLITE_HELD = ("rms",)
+# The "wide" split (--only wide): every other espeak-ng variant as well (edward2 is the
+# held-out edward with another klatt mode, so it stays out), and flite with its pitch
+# shifted (f0_shift) and a wider duration stretch.
+ESPEAK_VARIANTS_WIDE = (
+    "Alex", "Andrea", "AnxiousAndy", "Demonic", "Denis", "Diogo", "Gene", "Gene2", "Henrique",
+    "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike", "Mr serious", "Nguyen",
+    "RicishayMax", "RicishayMax2", "RicishayMax3", "Storm", "Tweaky", "UniRobot", "anika",
+    "anikaRobot", "announcer", "antonio", "boris", "croak", "ed", "fast", "gustave", "iven",
+    "iven2", "iven3", "iven4", "john", "kaukovalta", "klatt2", "klatt4", "klatt5", "klatt6",
+    "m8", "marcelo", "michel", "miguel", "norbert", "pablo", "pedro", "quincy", "rob",
+    "robosoft", "robosoft2", "robosoft3", "robosoft4", "robosoft5", "robosoft6", "robosoft7",
+    "robosoft8", "sandro", "shelby", "steph2", "steph3", "victor", "whisper", "whisperf", "zac",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,14 @@ def train_voices() -> list[Voice]:
     out += [Voice("flite", v, f"flite-{v}") for v in FLITE_TRAIN]
     out += [Voice("joe", "joe", "joe")]
     return out
+
+
+def wide_voices() -> list[Voice]:
+    """Training voices of the "wide" split: the espeak-ng train families with every
+    variant not held out, and flite awb/slt at shifted pitch (group ``flite-wide``)."""
+    out = [Voice("espeak", f + (f"+{v}" if v else ""), "espeak-wide")
+           for f in ESPEAK_FAMILIES_TRAIN for v in ESPEAK_VARIANTS_TRAIN + ESPEAK_VARIANTS_WIDE]  # fmt: skip
+    return out + [Voice("flite", v, "flite-wide") for v in FLITE_TRAIN]
 
 
 def eval_voices() -> list[Voice]:
@@ -124,6 +145,10 @@ def synth(voice: Voice, text: str, rng: random.Random) -> np.ndarray:
         if voice.engine == "espeak":
             cmd = ["espeak-ng", "-v", voice.name, "-s", str(rng.randint(120, 210)),
                    "-p", str(rng.randint(20, 80)), "-w", wav, text]  # fmt: skip
+        elif voice.group == "flite-wide":
+            cmd = ["flite", "-voice", voice.name, "--setf",
+                   f"duration_stretch={rng.uniform(0.75, 1.45):.3f}", "--setf",
+                   f"f0_shift={rng.uniform(0.7, 1.4):.3f}", "-t", text, "-o", wav]  # fmt: skip
         else:
             cmd = ["flite", "-voice", voice.name, "--setf",
                    f"duration_stretch={rng.uniform(0.8, 1.35):.3f}", "-t", text, "-o", wav]  # fmt: skip
@@ -235,11 +260,12 @@ def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]
     corpus draw has few of them, and spoken "hi" was heard as "hey")."""
     corpus = generate_corpus(seed)
     rng = random.Random(f"plan:{seed}:{split}")
-    if split in ("train", "bare"):
-        pool = [e for e in corpus if e.split == "train"] if split == "train" else lone_social_examples(corpus)
-        voices = train_voices()
+    if split in ("train", "bare", "wide"):
+        pool = lone_social_examples(corpus) if split == "bare" else [e for e in corpus if e.split == "train"]
+        voices = train_voices() if split != "wide" else wide_voices() + [Voice("joe", "joe", "joe")]
         espeak = [v for v in voices if v.engine == "espeak"]
-        other = {v.name: v for v in voices if v.engine != "espeak"}
+        other = {(f"{v.group}:" if v.group == "flite-wide" else "") + v.name: v
+                 for v in voices if v.engine != "espeak"}  # fmt: skip
     else:
         pool = [e for e in corpus if e.split == "heldout"]
         voices = eval_voices()
@@ -256,7 +282,15 @@ def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]
     for i in range(n):
         skill = skills[min(len(skills) - 1, int(np.searchsorted(np.cumsum(w), rng.random())))]
         ex = rng.choice(by_skill[skill])
-        if split in ("train", "bare"):
+        if split == "wide":  # mostly the new variants and shifted flite
+            r = rng.random()
+            if r < 0.8:
+                v = rng.choice(espeak)
+            elif r < 0.95:
+                v = other["flite-wide:" + rng.choice(FLITE_TRAIN)]
+            else:
+                v = other["joe"]
+        elif split == "train" or split == "bare":
             r = rng.random()
             if r < 0.7:
                 v = rng.choice(espeak)
@@ -326,10 +360,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-eval", type=int, default=600)
     ap.add_argument("--pause-prob", type=float, default=0.25)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", choices=("train", "eval", "dev", "bare"), default=None,
+    ap.add_argument("--only", choices=("train", "eval", "dev", "bare", "wide"), default=None,
                     help="dev: the training cache's last 200 items (never fitted), with audio; "
-                         "bare: --n-bare social questions said alone")
+                         "bare: --n-bare social questions said alone; wide: --n-wide training "
+                         "questions in more espeak-ng variants and pitch-shifted flite")
     ap.add_argument("--n-bare", type=int, default=900)
+    ap.add_argument("--n-wide", type=int, default=24000)
     ap.add_argument(
         "--offset", type=int, default=0, help="train: only items [offset, n) (extends a cache)"
     )
@@ -350,6 +386,12 @@ def main(argv: list[str] | None = None) -> None:
         path = DATA_DIR / f"speech_bare_s{args.seed}_n{args.n_bare}.npy"
         if not path.exists():
             build_cache(path, args.seed, args.n_bare, "bare", 0.0, args.workers)
+        print(path)
+        return
+    if args.only == "wide":
+        path = DATA_DIR / f"speech_wide_s{args.seed}_n{args.n_wide}.npy"
+        if not path.exists():
+            build_cache(path, args.seed, args.n_wide, "wide", args.pause_prob, args.workers)
         print(path)
         return
     for split, n in (("eval", args.n_eval), ("train", args.n_train)):

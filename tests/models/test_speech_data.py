@@ -1,0 +1,59 @@
+"""The speech plans keep held-out voices and phrasings out of training."""
+
+import random
+import subprocess
+
+import numpy as np
+import pytest
+
+from models.training import speech_data as sd
+
+
+def _variant(name: str) -> str:
+    return name.split("+", 1)[1] if "+" in name else ""
+
+
+@pytest.mark.parametrize("split", ["train", "wide", "bare"])
+def test_training_plans_never_use_held_out_voices_or_phrasings(split):
+    plan = sd.item_plan(0, 3000, split)
+    held_names = {v.name for v in sd.eval_voices()}
+    held_variants = set(sd.ESPEAK_VARIANTS_HELD) | {"edward2"}  # edward with another klatt mode
+    for ex, v, _ in plan:
+        assert v.name not in held_names
+        if v.engine == "espeak":
+            assert v.name.split("+")[0] in sd.ESPEAK_FAMILIES_TRAIN
+            assert _variant(v.name) not in held_variants
+        elif v.engine == "flite":
+            assert v.name in sd.FLITE_TRAIN
+        if split != "bare":
+            assert ex.split == "train"
+
+
+def test_the_wide_split_is_mostly_new_variants_and_deterministic():
+    a = sd.item_plan(0, 2000, "wide")
+    assert [(e.question, v, s) for e, v, s in a] == [
+        (e.question, v, s) for e, v, s in sd.item_plan(0, 2000, "wide")
+    ]
+    groups = [v.group for _, v, _ in a]
+    assert 0.75 < groups.count("espeak-wide") / len(a) < 0.85
+    assert 0.1 < groups.count("flite-wide") / len(a) < 0.2
+    new = [v for _, v, _ in a if _variant(v.name) in sd.ESPEAK_VARIANTS_WIDE]
+    assert len(new) > 0.5 * groups.count("espeak-wide")
+
+
+def test_only_the_wide_flite_voices_get_a_pitch_shift(monkeypatch):
+    cmds = []
+
+    def fake_run(cmd, **kw):
+        cmds.append(cmd)
+        import soundfile as sf
+
+        sf.write(cmd[cmd.index("-o") + 1], np.zeros(1600, np.float32), 16000)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(sd.subprocess, "run", fake_run)
+    sd.synth(sd.Voice("flite", "awb", "flite-awb"), "hello", random.Random(0))
+    sd.synth(sd.Voice("flite", "awb", "flite-wide"), "hello", random.Random(0))
+    assert not any("f0_shift" in c for c in cmds[0])
+    shift = [c for c in cmds[1] if c.startswith("f0_shift=")]
+    assert len(shift) == 1 and 0.7 <= float(shift[0].split("=")[1]) <= 1.4
