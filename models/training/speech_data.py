@@ -261,7 +261,8 @@ def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]
     corpus = generate_corpus(seed)
     rng = random.Random(f"plan:{seed}:{split}")
     if split in ("train", "bare", "wide"):
-        pool = lone_social_examples(corpus) if split == "bare" else [e for e in corpus if e.split == "train"]
+        train_pool = [e for e in corpus if e.split == "train"]
+        pool = lone_social_examples(corpus) if split == "bare" else train_pool
         voices = train_voices() if split != "wide" else wide_voices() + [Voice("joe", "joe", "joe")]
         espeak = [v for v in voices if v.engine == "espeak"]
         other = {(f"{v.group}:" if v.group == "flite-wide" else "") + v.name: v
