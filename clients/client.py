@@ -366,6 +366,11 @@ class RejoinderClient:
         """``response.cancel``: the server answers ``interrupted`` and ``response.done`` (cancelled)."""
         return await self.send_event("response.cancel")
 
+    async def respond(self) -> str:
+        """``response.create``: answer the latest turn that ended without a reply (with
+        ``turn_detection`` ``create_response: false``); ``no_response`` if there is none."""
+        return await self.send_event("response.create")
+
     async def commit(self) -> str:
         return await self.send_event("input.commit")
 

@@ -52,6 +52,13 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Respond:
+    """Answer the latest user turn that ended without a reply (``create_response`` false)."""
+
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
 class PlaybackPosition:
     response_id: int
     played_ms: float
@@ -63,7 +70,7 @@ class Ping:
     event_id: str | None = None
 
 
-InEvent = AudioIn | ConfigChange | Commit | ClearInput | TextIn | Cancel | PlaybackPosition | Ping
+InEvent = AudioIn | ConfigChange | Commit | ClearInput | TextIn | Cancel | Respond | PlaybackPosition | Ping
 
 # ---- outbound ------------------------------------------------------------
 

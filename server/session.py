@@ -111,6 +111,14 @@ class _Response:
     barge_in_ms: float | None = None
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A user turn that ended without a reply (``create_response`` false)."""
+
+    turn: Turn
+    input_ms: float
+
+
 class TokenBucket:
     """Audio rate limit in seconds of audio: ``rate`` s per wall second, ``burst`` s at once."""
 
@@ -205,6 +213,7 @@ class Session:
         self._gate = QuietGate(float(t["level_gate"]), depth_db=float(t["level_gate_depth_db"]))
 
     def _open_pipeline(self) -> None:
+        self._held: _Held | None = None  # the latest turn that ended without a reply
         if self._pipe is not None:
             self._pipe.close()
         self._pipe = self.pipelines[self.settings.pipeline].open_session(self.worker)
@@ -253,6 +262,8 @@ class Session:
                 self._on_text(event)
             case ev.Cancel():
                 await self._on_cancel(event)
+            case ev.Respond():
+                self._on_respond(event)
             case ev.PlaybackPosition():
                 r = self.response
                 if r is not None and r.rid == event.response_id:
@@ -416,7 +427,11 @@ class Session:
         self._turn_start = None
         self._turn_from = self.samples_in
         self.emit(ev.SpeechStopped(end_sample * 1000 / SAMPLE_RATE, reason))
+        self._held = None  # a newer turn has ended: an older unanswered one is not answered
         if not self.settings.turn["create_response"]:
+            assert self._pipe is not None
+            kept = await self._pipe.hold_turn(audio)
+            self._held = _Held(Turn(response_id=0, audio=audio, reason=reason, held=kept), end_sample * 1000 / SAMPLE_RATE)
             return
         arrival = self._arrival_of(max(0, end_sample - 1))
         endpoint_ms = None if arrival is None else (decided - arrival) * 1000
@@ -473,6 +488,21 @@ class Session:
             t0=now,
             timings={"endpoint_ms": None},
         )
+
+    def _on_respond(self, event: ev.Respond) -> None:
+        if self.response is not None:
+            self.error(ErrorCode.RESPONSE_IN_PROGRESS, "one response at a time: cancel it first", event.event_id)
+            return
+        held, self._held = self._held, None
+        if held is None:
+            self.error(
+                ErrorCode.NO_RESPONSE,
+                "no user turn waits for a reply (with turn_detection create_response false, the "
+                "latest turn that ended is kept until it is answered or a newer one ends)",
+                event.event_id,
+            )
+            return
+        self._begin_response(held.turn, input_ms=held.input_ms, t0=self.clock(), timings={"endpoint_ms": None})
 
     async def _on_cancel(self, event: ev.Cancel) -> None:
         if self.response is None:

@@ -32,6 +32,7 @@ class Turn:
     audio: np.ndarray = field(repr=False)
     text: str | None = None
     reason: str = "silence"
+    held: object = None  # what :meth:`PipelineSession.hold_turn` kept of an ended turn
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,12 @@ class PipelineSession(ABC):
     @abstractmethod
     def respond(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
         """Yield the reply. Cancelling the consuming task stops it."""
+
+    async def hold_turn(self, audio16k: np.ndarray) -> object:
+        """The user's turn ended without a reply (``create_response`` false): keep what a
+        later reply to it needs, as the next turns go on. The session passes it back as
+        ``Turn.held``. None (the default): the reply is made from ``Turn.audio`` alone."""
+        return None
 
     def truncate(self, played_ms: float) -> None:  # noqa: B027 - optional hook
         """Barge-in: keep only the first ``played_ms`` of the last reply in context."""

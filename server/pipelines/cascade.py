@@ -60,17 +60,27 @@ class CascadeSession(PipelineSession):
     def close(self) -> None:
         self.asr.close()
 
+    async def hold_turn(self, audio16k: np.ndarray) -> object:
+        """The recognized question: the ASR stream is needed by the next turn."""
+        return await self._recognize(audio16k)
+
+    async def _recognize(self, audio16k: np.ndarray) -> str:
+        if self.asr.active:
+            return await self.worker.run(self.asr.finish)
+        # push-to-talk with no detected speech: decode the committed audio at once
+        await self.worker.run(self.asr.start)
+        await self.worker.run(self.asr.feed, audio16k)
+        return await self.worker.run(self.asr.finish)
+
     async def respond(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
         if turn.text is not None:
             question = turn.text
+        elif isinstance(turn.held, str):  # recognized when the turn ended (hold_turn)
+            question = turn.held
+            yield ReplyText(question, role="user")
         else:
             t0 = time.perf_counter()
-            if self.asr.active:
-                question = await self.worker.run(self.asr.finish)
-            else:  # push-to-talk with no detected speech: decode the committed audio at once
-                await self.worker.run(self.asr.start)
-                await self.worker.run(self.asr.feed, turn.audio)
-                question = await self.worker.run(self.asr.finish)
+            question = await self._recognize(turn.audio)
             yield StageTiming("asr_finalize_ms", elapsed_ms(t0))
             yield ReplyText(question, role="user")
         t0 = time.perf_counter()

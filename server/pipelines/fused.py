@@ -183,6 +183,13 @@ class FusedSession(PipelineSession):
         self.eot = 0.0
         self.spec = self.look = None
 
+    async def hold_turn(self, audio16k: np.ndarray) -> object:
+        """A copy of the state that heard the turn (the lookahead copy while it is current);
+        the next turn resets :attr:`state` and never touches it."""
+        held = await self.worker.run(self.p.model.clone_state, self._heard())
+        self.reset_turn()
+        return held
+
     def truncate(self, played_ms: float) -> None:
         # The next user turn resets the context; nothing after the played part is kept.
         self.truncated_ms = played_ms
@@ -211,6 +218,8 @@ class FusedSession(PipelineSession):
             spec = None
             await run(m.reset_turn, st)
             await run(m.push_text, st, turn.text)
+        elif isinstance(turn.held, FusedState):  # a turn that ended earlier, kept by hold_turn
+            spec, st = None, turn.held
         else:
             st = self._heard()  # the current lookahead copy heard the last piece
         self.look = None

@@ -91,6 +91,8 @@ class NativeProtocol:
                 return ev.TextIn(d["text"], eid)
             case "response.cancel":
                 return ev.Cancel(eid)
+            case "response.create":
+                return ev.Respond(eid)
             case "playback.position":
                 return ev.PlaybackPosition(int(d["response_id"]), float(d["played_ms"]), eid)
             case "ping":

@@ -320,11 +320,9 @@ class RealtimeProtocol:
             self._text_requests[rid] = self._pending_text
             text, self._pending_text = "\n".join(self._pending_text), []
             return [ev.TextIn(text, rid)]
-        raise _Invalid(
-            "nothing to answer: add a user text item first, or commit audio (with turn_detection "
-            "create_response false, answering a committed audio turn later is not supported)",
-            ErrorCode.NO_RESPONSE,
-        )
+        # the latest audio turn that ended without a reply (create_response false), if any:
+        # the session answers it or says there is none
+        return [ev.Respond(eid)]
 
     def _on_response_cancel(self, d: dict[str, Any], eid: str | None) -> list[ev.InEvent | ev.Error]:
         wanted = _opt(d, "response_id", str, "event")

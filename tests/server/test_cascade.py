@@ -71,3 +71,33 @@ async def test_cascade_answers_a_spoken_question(start_server_with, question: st
     transcript = general_english(audio)
     assert key_word_hit(transcript, key_word), (heard, said, transcript)
     assert normalize(said)  # a reply was produced in text too
+
+
+async def test_a_held_turn_keeps_its_recognized_question_while_the_next_turn_is_heard() -> None:
+    """``create_response: false``: ``hold_turn`` finishes the recognition of the ended
+    turn, so the ASR stream is free for the next turn and a later reply answers the held one."""
+    from server.config import ServerConfig
+    from server.pipelines.base import ReplyText, StageTiming, Turn
+    from server.pipelines.cascade import CascadePipeline
+    from server.worker import InferenceWorker
+
+    pipe = CascadePipeline(ServerConfig(bundles_dir=str(ROOT / "bundles")))
+    worker = InferenceWorker()
+    worker.start()
+    try:
+        s = pipe.open_session(worker)
+        first = with_silence(espeak("count from three to eight"), 16000, 0.3, 0.3)
+        second = with_silence(espeak("goodbye"), 16000, 0.3, 0.3)
+        await s.on_speech_start(first[:320])
+        await s.on_audio(first[320:])
+        held = await s.hold_turn(first)
+        await s.on_speech_start(second[:320])  # the next turn is being heard
+        await s.on_audio(second[320:])
+        out = [i async for i in s.respond(Turn(response_id=1, audio=first, held=held))]
+    finally:
+        worker.stop()
+    user = "".join(i.delta for i in out if isinstance(i, ReplyText) and i.role == "user")
+    said = "".join(i.delta for i in out if isinstance(i, ReplyText) and i.role == "assistant")
+    assert isinstance(held, str) and user == held and normalize(held).endswith("three to eight"), held
+    assert not any(isinstance(i, StageTiming) and i.name == "asr_finalize_ms" for i in out)
+    assert normalize(said).endswith("eight"), said

@@ -153,6 +153,41 @@ async def test_a_turn_that_does_not_interrupt_leaves_the_reply_its_state() -> No
         worker.stop()
 
 
+async def test_a_held_turn_is_answered_after_the_next_turn_began() -> None:
+    """``create_response: false``: the state that heard the ended turn is kept
+    (``hold_turn``); the next turn hears from the session's own state, and a later
+    ``response.create`` answers the held turn, not the one in progress."""
+    from server.config import ServerConfig
+    from server.pipelines.base import ReplyText, Turn
+    from server.pipelines.fused import FusedPipeline
+    from server.worker import InferenceWorker
+
+    def text(items: list, role: str) -> str:
+        return "".join(i.delta for i in items if isinstance(i, ReplyText) and i.role == role)
+
+    pipe = FusedPipeline(ServerConfig(bundles_dir=str(ROOT / "bundles")))
+    worker = InferenceWorker()
+    worker.start()
+    try:
+        s = pipe.open_session(worker)
+        first = with_silence(espeak("what is two plus two"), 16000, 0.3, 0.8)
+        second = with_silence(espeak("count from three to eight"), 16000, 0.3, 0.8)
+        for x in (first, second):
+            await s.on_speech_start(x[:320])
+            for i in range(320, len(x), 320):
+                await s.on_audio(x[i : i + 320])
+            if x is first:
+                held = await s.hold_turn(first)
+        old = [i async for i in s.respond(Turn(response_id=1, audio=first, held=held))]
+        new = [i async for i in s.respond(Turn(response_id=2, audio=second))]
+    finally:
+        worker.stop()
+    assert text(old, "user").rstrip().endswith("two plus two"), text(old, "user")
+    assert "four" in text(old, "assistant").lower(), text(old, "assistant")
+    assert text(new, "user").rstrip().endswith("three to eight"), text(new, "user")
+    assert text(new, "assistant").lower().startswith("three"), text(new, "assistant")
+
+
 @pytest.mark.parametrize(("word", "answer"), [("thanks", "welcome"), ("bye", "goodbye"), ("hi", "hello")])
 def test_a_lone_social_word_is_heard_as_itself(word: str, answer: str) -> None:
     """A session starts the turn 300 ms before the speech. Encoders that started every turn

@@ -248,3 +248,36 @@ async def test_sessions_run_concurrently_with_batched_vad(echo_server) -> None:
     for rec in recs:
         assert abs(rec.of("speech.stopped")[0]["audio_ms"] - end_ms) <= 60
     assert echo_server.app.worker.max_batch >= 2  # windows from several sessions ran in one call
+
+
+async def test_a_turn_without_a_reply_is_answered_by_response_create(echo_server) -> None:
+    """``create_response: false``: the turn ends without a reply; ``response.create``
+    answers the latest such turn once; a newer ended turn replaces it."""
+    short, _, _ = utterance("hi")
+    long, _, _ = utterance("what is seven plus five")
+    rec = Received()
+    async with connect(echo_server.url) as ws:
+        rec.add(await ws.recv())
+        await ws.send(json.dumps({"type": "response.create", "event_id": "early"}))
+        await collect_until(ws, rec, lambda e: e["type"] == "error")
+        assert rec.of("error")[0]["code"] == "no_response" and rec.of("error")[0]["event_id"] == "early"
+        turn = {"mode": "manual", "create_response": False}
+        await ws.send(json.dumps({"type": "session.update", "session": {"turn_detection": turn}}))
+        await collect_until(ws, rec, lambda e: e["type"] == "session.updated")
+        for x in (short, long):  # the second turn replaces the first
+            await stream_realtime(ws, x)
+            await ws.send(json.dumps({"type": "input.commit"}))
+            await collect_until(ws, rec, lambda e: e["type"] == "speech.stopped")
+        await asyncio.sleep(0.3)
+        assert "response.started" not in rec.types()
+        await ws.send(json.dumps({"type": "response.create"}))
+        await collect_until(ws, rec, lambda e: e["type"] == "response.done")
+        await ws.send(json.dumps({"type": "response.create", "event_id": "again"}))  # answered once
+        await collect_until(ws, rec, lambda e: e["type"] == "error" and e["event_id"] == "again")
+    started, done = rec.of("response.started")[0], rec.of("response.done")[0]
+    assert done["status"] == "completed"
+    assert started["input_audio_ms"] == rec.of("speech.stopped")[-1]["audio_ms"]
+    echoed_ms = sum(len(a) for a in rec.audio[started["response_id"]]) / started["sample_rate"] * 1000
+    # the newer turn's audio (the echo drops its leading silence)
+    assert abs(echoed_ms - (len(long) / 16 - LEAD * 1000)) < 150, (echoed_ms, len(long) / 16)
+    assert rec.of("error")[-1]["code"] == "no_response"

@@ -165,8 +165,8 @@ def test_translator_absorbs_response_create_only_for_a_reply_a_commit_started() 
     p.parse_many(json.dumps({"type": "input_audio_buffer.append", "audio": b64(tone(0.2))}))
     assert isinstance(p.parse_many('{"type": "input_audio_buffer.commit"}')[0], ev.Commit)
     p.serialize_many(ev.SpeechStopped(200.0, "commit"))  # create_response false: no reply follows
-    [err] = p.parse_many('{"type": "response.create"}')
-    assert isinstance(err, ev.Error) and err.code == "no_response"
+    # the session answers the turn it kept, or says there is none
+    assert p.parse_many('{"type": "response.create", "event_id": "e1"}') == [ev.Respond("e1")]
     p.parse_many(json.dumps({"type": "input_audio_buffer.append", "audio": b64(tone(0.2))}))
     p.parse_many('{"type": "input_audio_buffer.commit"}')
     p.serialize_many(ev.SpeechStopped(400.0, "commit"))
@@ -282,6 +282,29 @@ async def test_text_item_and_response_create_give_a_transcript_reply(echo_server
         await conn.response.create(event_id="again")  # nothing left to answer
         err = await log.until(conn, is_type("error"))
         assert err["error"]["code"] == "no_response" and err["error"]["event_id"] == "again"
+
+
+async def test_with_create_response_false_response_create_answers_the_spoken_turn(echo_server) -> None:
+    x, start_ms, end_ms = utterance("what is seven plus five")
+    log = Log()
+    async with connect(echo_server) as conn:
+        await log.until(conn, is_type("session.created"))
+        turn = {"type": "server_vad", "create_response": False}
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": turn}}})
+        await log.until(conn, is_type("session.updated"))
+        await stream_realtime(conn, x)  # VAD ends the turn; no reply follows
+        await log.until(conn, is_type("conversation.item.done"))
+        assert "response.created" not in log.types()
+        await conn.response.create()
+        done = await log.until(conn, is_type("response.done"), timeout=15)
+    assert done["response"]["status"] == "completed"
+    user_item = log.of("input_audio_buffer.committed")[0]["item_id"]
+    reply_item = done["response"]["output"][0]["id"]
+    [added] = [e for e in log.of("conversation.item.added") if e["item"]["id"] == reply_item]
+    assert added["previous_item_id"] == user_item  # the reply follows the turn it answers
+    reply = log.audio()
+    expected_ms = end_ms - start_ms + 10  # echo: the utterance (its silent prefix padding is not sent)
+    assert abs(len(reply) / RATE * 1000 - expected_ms) < 150, (len(reply) / RATE, expected_ms)
 
 
 @pytest.mark.parametrize("how", ["response.cancel", "conversation.item.truncate"])
