@@ -20,7 +20,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -482,6 +482,7 @@ class Session:
             self.error(ErrorCode.RESPONSE_IN_PROGRESS, "one response at a time: cancel it first", event.event_id)
             return
         now = self.clock()
+        self._held = None  # a newer turn: an audio turn that ended unanswered is not answered
         self._begin_response(
             Turn(response_id=0, audio=np.zeros(0, np.float32), text=event.text, reason="text"),
             input_ms=None,
@@ -518,7 +519,7 @@ class Session:
         r = _Response(rid=rid, pipeline=self.settings.pipeline, timings=dict(timings))
         self.response = r
         self._echo_tail_end = None  # the endpointer stays RESPONDING for this reply
-        turn = Turn(response_id=rid, audio=turn.audio, text=turn.text, reason=turn.reason)
+        turn = replace(turn, response_id=rid)
         self.emit(ev.ResponseStarted(rid, r.pipeline, self.settings.output_sample_rate, input_ms))
         if self._endpointer.phase is tt.TurnPhase.LISTENING:
             self._endpointer.response_started()

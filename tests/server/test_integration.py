@@ -281,3 +281,53 @@ async def test_a_turn_without_a_reply_is_answered_by_response_create(echo_server
     # the newer turn's audio (the echo drops its leading silence)
     assert abs(echoed_ms - (len(long) / 16 - LEAD * 1000)) < 150, (echoed_ms, len(long) / 16)
     assert rec.of("error")[-1]["code"] == "no_response"
+
+
+async def test_the_pipeline_gets_back_what_it_kept_of_the_held_turn(start_server_with) -> None:
+    """The session hands ``hold_turn``'s result to ``respond`` as ``Turn.held``; a newer
+    ended turn, audio or text, replaces the held one."""
+    from server.pipelines.base import Pipeline, PipelineSession, ReplyText
+
+    class Keeper(PipelineSession):
+        kept = 0
+
+        async def hold_turn(self, audio16k):  # type: ignore[no-untyped-def]
+            Keeper.kept += 1
+            return f"turn {Keeper.kept} ({len(audio16k) // 1600} tenths)"
+
+        async def respond(self, turn):  # type: ignore[no-untyped-def]
+            yield ReplyText(f"answer to {turn.text if turn.held is None else turn.held}")
+
+    class KeeperPipeline(Pipeline):
+        name = "keeper"
+
+        def open_session(self, worker):  # type: ignore[no-untyped-def]
+            return Keeper()
+
+    rs, stop = await start_server_with()
+    rs.app.pipelines["keeper"] = KeeperPipeline()
+    rec = Received()
+    try:
+        async with connect(rs.url) as ws:
+            rec.add(await ws.recv())
+            turn = {"mode": "manual", "create_response": False}
+            await ws.send(json.dumps({"type": "session.update", "session": {"pipeline": "keeper", "turn_detection": turn}}))
+            await collect_until(ws, rec, lambda e: e["type"] == "session.updated")
+            for seconds in (0.5, 1.2):
+                await stream_realtime(ws, np.zeros(int(seconds * 16000), np.float32))
+                await ws.send(json.dumps({"type": "input.commit"}))
+            await ws.send(json.dumps({"type": "response.create"}))
+            await collect_until(ws, rec, lambda e: e["type"] == "response.done")
+            await stream_realtime(ws, np.zeros(3200, np.float32))
+            await ws.send(json.dumps({"type": "input.commit"}))  # held: turn 3
+            await ws.send(json.dumps({"type": "input.text", "text": "a text turn"}))  # replaces it
+            await collect_until(ws, rec, lambda e: e["type"] == "response.done" and e["response_id"] == 2)
+            await ws.send(json.dumps({"type": "response.create", "event_id": "late"}))
+            await collect_until(ws, rec, lambda e: e["type"] == "error")
+    finally:
+        await stop()
+    first, second = rec.of("response.done")
+    # the newer turn (1.2 s and the 300 ms prefix padding), as the pipeline kept it
+    assert first["text"] == "answer to turn 2 (15 tenths)"
+    assert second["text"] == "answer to a text turn"
+    assert rec.of("error")[0]["code"] == "no_response" and rec.of("error")[0]["event_id"] == "late"
