@@ -15,7 +15,8 @@ done_() { [ -f "$1" ] && echo "have $1"; }
 
 # the text LM (its weights and tokenizer start stage 1's vocabulary and stage 3)
 done_ runs/textlm/final.pt || $PY -m models.training.train_lm --seed 0
-# user speech: 64,400 training utterances in five caches, 480 held-out, 600 dev, 900 lone
+# user speech: 64,400 training utterances in five caches, 480 held-out, 600 dev, 900 lone,
+# 24,000 in more espeak-ng variants and pitch-shifted flite (wide)
 $S --n-train 4000 --n-eval 480
 $S --only train --n-train 8000 --offset 4000
 $S --only train --n-train 16000 --offset 8000
@@ -24,19 +25,23 @@ $S --only train --n-train 64400 --offset 32400
 $S --only bare
 $S --only dev
 $S --only dev --n-train 32400 --offset 32000
+$S --only wide --n-wide 24000
 X2="$D/speech_train_s0_n8000_from4000.npy $D/speech_train_s0_n16000_from8000.npy"
 X3="$X2 $D/speech_train_s0_n32000_from16000.npy"
 X4="$X3 $D/speech_train_s0_n64400_from32400.npy $D/speech_bare_s0_n900.npy"
-# stage 1: three encoder runs, each warm-started from the last, on more speech
+X5="$X4 $D/speech_wide_s0_n24000.npy"
+# stage 1: four encoder runs, each warm-started from the last, on more speech
 done_ $R/d/encoder_final.pt || $T encoder --preset medium --steps 8000 --extra $X2 --runs $R/d
 done_ $R/e/encoder_final.pt || $T encoder --preset medium --steps 8000 --lr 1e-3 --threads 2 \
     --init $R/d/encoder_final.pt --extra $X3 --runs $R/e
 done_ $R/f/encoder_final.pt || $T encoder --preset medium --steps 7000 --lr 1e-3 --threads 2 \
     --init $R/e/encoder_final.pt --extra $X4 --prefix-s 1.2 --eval-every 250 --runs $R/f
+done_ $R/g/encoder_final.pt || $T encoder --preset medium --steps 6000 --lr 5e-4 --threads 2 \
+    --init $R/f/encoder_final.pt --extra $X5 --prefix-s 1.2 --eval-every 1000 --runs $R/g
 # stage 3 (adapter, LM, end of turn) and stage 2 (audio head)
-done_ $R/f/lm_final.pt || $T lm --steps 6000 --text-mix 0.5 --eot-label complete --extra $X4 \
-    --threads 2 --runs $R/f
-done_ $R/f/audio_final.pt || $T audio --steps 1500 --runs $R/f
-$PY -m models.training.export_fused --runs $R/f
+done_ $R/g/lm_final.pt || $T lm --steps 6000 --text-mix 0.5 --eot-label complete --extra $X4 \
+    --threads 2 --runs $R/g
+done_ $R/g/audio_final.pt || $T audio --steps 1500 --runs $R/g
+$PY -m models.training.export_fused --runs $R/g
 $PY -m models.training.eot_tune --tails 400 --gates 0.9,1.0 --depths 30,20,14 --jobs 2 --absolute-caps --write-manifest
 $PY -m models.training.eval_fused
