@@ -20,6 +20,10 @@ perturbation parameters. Cached as log-mel features (float16) under
 
 An eval item additionally keeps its 16 kHz PCM (int16) so the eval can run
 the real streaming runtime.
+
+``--only accent`` says training questions in the training espeak-ng voices with
+random accent rules applied to espeak-ng's phonemes (``ACCENT_RULES``), for
+accents no training voice has.
 """
 
 from __future__ import annotations
@@ -72,6 +76,62 @@ ESPEAK_VARIANTS_WIDE = (
 )  # fmt: skip
 
 
+# The "accent" split (--only accent): training voices read an accented phoneme string.
+# espeak-ng turns the text into its phoneme mnemonics (-x), a random subset of these
+# rewrite rules changes them, and the same voice speaks the result ([[...]]). The rules
+# are common features of many Englishes (th-stopping or -fronting, monophthongs, tense or
+# full vowels, rhoticity, h-dropping, final cluster reduction, glottal t, final devoicing),
+# chosen from general phonetics, not from the held-out families' output. Each entry is one
+# feature: alternatives in it exclude each other.
+ACCENT_RULES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("th-stop", ((r"T", "t"), (r"D", "d"))),
+    ("th-front", ((r"T", "f"), (r"D", "v"))),
+    ("face-mono", ((r"eI", "e:"),)),
+    ("goat-mono", ((r"oU", "o:"),)),
+    ("price-mono", ((r"aI(?!@)", "a:"),)),
+    ("kit-tense", ((r"(?<![aeOU])I(?![@2#])", "i"),)),
+    ("schwa-full", ((r"(?<![oeAiUaI])@(?![L2-5r])", "a"), (r"@L", "al"))),
+    ("trap-broad", ((r"a(?![:#IU@])", "A:"),)),
+    ("trap-raised", ((r"a(?![:#IU@])", "E"),)),
+    ("strut-foot", ((r"V", "U"),)),
+    ("strut-back", ((r"V", "O"),)),
+    ("lot-open", ((r"0", "A:"),)),
+    ("rhotic", ((r"(o@|A@|e@|3:)(?!r)", r"\1r"),)),
+    ("h-drop", ((r"(^|\s)h", r"\1"),)),
+    ("cluster", ((r"(n|s)(d|t)(?=\s|$)", r"\1"),)),
+    ("glottal-t", ((r"t(?=\s|$)", "?"),)),
+    ("devoice", ((r"z(?=\s|$)", "s"), (r"d(?=\s|$)", "t"))),
+)  # fmt: skip
+ACCENT_EXCLUSIVE = ({"th-stop", "th-front"}, {"trap-broad", "trap-raised"},
+                    {"strut-foot", "strut-back"})  # fmt: skip
+
+
+def draw_accent(rng: random.Random, p: float = 0.25) -> tuple[str, ...]:
+    """A random accent: each rule with probability ``p``, at most one of each exclusive set,
+    at least one rule."""
+    names = [n for n, _ in ACCENT_RULES]
+    while True:
+        pick = [n for n in names if rng.random() < p]
+        for ex in ACCENT_EXCLUSIVE:
+            both = [n for n in pick if n in ex]
+            if len(both) > 1:
+                keep = rng.choice(both)
+                pick = [n for n in pick if n not in ex or n == keep]
+        if pick:
+            return tuple(pick)
+
+
+def accent_phonemes(phonemes: str, accent: tuple[str, ...]) -> str:
+    """Apply the named ``ACCENT_RULES`` to an espeak-ng phoneme-mnemonic string."""
+    import re
+
+    for name, subs in ACCENT_RULES:
+        if name in accent:
+            for pat, rep in subs:
+                phonemes = re.sub(pat, rep, phonemes)
+    return phonemes
+
+
 @dataclass(frozen=True)
 class Voice:
     engine: str  # espeak | flite | joe
@@ -121,8 +181,10 @@ def _read(path: str) -> np.ndarray:
     return resample(a, sr, SAMPLE_RATE).astype(np.float32) if sr != SAMPLE_RATE else a
 
 
-def synth(voice: Voice, text: str, rng: random.Random) -> np.ndarray:
-    """16 kHz float32 speech of ``text`` in ``voice`` with random engine-level tempo/pitch."""
+def synth(voice: Voice, text: str, rng: random.Random,
+          accent: tuple[str, ...] = ()) -> np.ndarray:  # fmt: skip
+    """16 kHz float32 speech of ``text`` in ``voice`` with random engine-level tempo/pitch
+    (espeak-ng with ``accent``: the text's phonemes after those ``ACCENT_RULES``)."""
     global _JOE
     if voice.engine == "joe":
         from piper import PiperVoice
@@ -143,8 +205,13 @@ def synth(voice: Voice, text: str, rng: random.Random) -> np.ndarray:
     with tempfile.TemporaryDirectory() as d:
         wav = os.path.join(d, "a.wav")
         if voice.engine == "espeak":
+            say = text
+            if accent:
+                ph = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice.name, text], check=True,
+                                    capture_output=True, text=True).stdout  # fmt: skip
+                say = "[[" + accent_phonemes(" ".join(ph.split()), accent) + "]]"
             cmd = ["espeak-ng", "-v", voice.name, "-s", str(rng.randint(120, 210)),
-                   "-p", str(rng.randint(20, 80)), "-w", wav, text]  # fmt: skip
+                   "-p", str(rng.randint(20, 80)), "-w", wav, say]  # fmt: skip
         elif voice.group == "flite-wide":
             cmd = ["flite", "-voice", voice.name, "--setf",
                    f"duration_stretch={rng.uniform(0.75, 1.45):.3f}", "--setf",
@@ -214,12 +281,13 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
     pause_at = None
     if len(words) >= 2 and rng.random() < pause_prob:
         pause_at = rng.randrange(1, len(words))
+    accent = draw_accent(rng) if voice.group == "espeak-accent" else ()  # one for both halves
     if pause_at is None:
-        segs = [perturb(_trim(synth(voice, text, rng)), rng)]
+        segs = [perturb(_trim(synth(voice, text, rng, accent)), rng)]
     else:
         sub = rng.getstate()
-        a = _trim(synth(voice, " ".join(words[:pause_at]), rng))
-        b = _trim(synth(voice, " ".join(words[pause_at:]), rng))
+        a = _trim(synth(voice, " ".join(words[:pause_at]), rng, accent))
+        b = _trim(synth(voice, " ".join(words[pause_at:]), rng, accent))
         rng.setstate(sub)
         pa = perturb(a, rng)
         rng.setstate(sub)  # the same perturbation for both halves
@@ -260,10 +328,13 @@ def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]
     corpus draw has few of them, and spoken "hi" was heard as "hey")."""
     corpus = generate_corpus(seed)
     rng = random.Random(f"plan:{seed}:{split}")
-    if split in ("train", "bare", "wide"):
+    if split in ("train", "bare", "wide", "accent"):
         train_pool = [e for e in corpus if e.split == "train"]
         pool = lone_social_examples(corpus) if split == "bare" else train_pool
         voices = train_voices() if split != "wide" else wide_voices() + [Voice("joe", "joe", "joe")]
+        if split == "accent":
+            voices = [Voice("espeak", v.name, "espeak-accent") for v in wide_voices()
+                      if v.engine == "espeak"]  # fmt: skip
         espeak = [v for v in voices if v.engine == "espeak"]
         other = {(f"{v.group}:" if v.group == "flite-wide" else "") + v.name: v
                  for v in voices if v.engine != "espeak"}  # fmt: skip
@@ -283,7 +354,9 @@ def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]
     for i in range(n):
         skill = skills[min(len(skills) - 1, int(np.searchsorted(np.cumsum(w), rng.random())))]
         ex = rng.choice(by_skill[skill])
-        if split == "wide":  # mostly the new variants and shifted flite
+        if split == "accent":  # every training family x variant, accented
+            v = rng.choice(espeak)
+        elif split == "wide":  # mostly the new variants and shifted flite
             r = rng.random()
             if r < 0.8:
                 v = rng.choice(espeak)
@@ -361,12 +434,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-eval", type=int, default=600)
     ap.add_argument("--pause-prob", type=float, default=0.25)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", choices=("train", "eval", "dev", "bare", "wide"), default=None,
+    ap.add_argument("--only", choices=("train", "eval", "dev", "bare", "wide", "accent"),
+                    default=None,
                     help="dev: the training cache's last 200 items (never fitted), with audio; "
                          "bare: --n-bare social questions said alone; wide: --n-wide training "
-                         "questions in more espeak-ng variants and pitch-shifted flite")
+                         "questions in more espeak-ng variants and pitch-shifted flite; accent: "
+                         "--n-accent training questions in espeak-ng training voices with "
+                         "random accent rules (ACCENT_RULES)")
     ap.add_argument("--n-bare", type=int, default=900)
     ap.add_argument("--n-wide", type=int, default=24000)
+    ap.add_argument("--n-accent", type=int, default=20000)
     ap.add_argument(
         "--offset", type=int, default=0, help="train: only items [offset, n) (extends a cache)"
     )
@@ -389,10 +466,11 @@ def main(argv: list[str] | None = None) -> None:
             build_cache(path, args.seed, args.n_bare, "bare", 0.0, args.workers)
         print(path)
         return
-    if args.only == "wide":
-        path = DATA_DIR / f"speech_wide_s{args.seed}_n{args.n_wide}.npy"
+    if args.only in ("wide", "accent"):
+        n = args.n_wide if args.only == "wide" else args.n_accent
+        path = DATA_DIR / f"speech_{args.only}_s{args.seed}_n{n}.npy"
         if not path.exists():
-            build_cache(path, args.seed, args.n_wide, "wide", args.pause_prob, args.workers)
+            build_cache(path, args.seed, n, args.only, args.pause_prob, args.workers)
         print(path)
         return
     for split, n in (("eval", args.n_eval), ("train", args.n_train)):

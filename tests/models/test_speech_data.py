@@ -13,7 +13,7 @@ def _variant(name: str) -> str:
     return name.split("+", 1)[1] if "+" in name else ""
 
 
-@pytest.mark.parametrize("split", ["train", "wide", "bare"])
+@pytest.mark.parametrize("split", ["train", "wide", "bare", "accent"])
 def test_training_plans_never_use_held_out_voices_or_phrasings(split):
     plan = sd.item_plan(0, 3000, split)
     held_names = {v.name for v in sd.eval_voices()}
@@ -57,3 +57,40 @@ def test_only_the_wide_flite_voices_get_a_pitch_shift(monkeypatch):
     assert not any("f0_shift" in c for c in cmds[0])
     shift = [c for c in cmds[1] if c.startswith("f0_shift=")]
     assert len(shift) == 1 and 0.7 <= float(shift[0].split("=")[1]) <= 1.4
+
+
+def test_accent_rules_rewrite_phonemes_and_exclusive_features_never_meet():
+    ph = "h'eI w0t Iz D@ k'apIt@L 0v f'o@ T'3:ti:n pl'i:z k'aUnt"
+    assert sd.accent_phonemes(ph, ("th-stop",)) == ph.replace("D", "d").replace("T", "t")
+    assert sd.accent_phonemes(ph, ("face-mono", "h-drop")).startswith("'e: w0t")
+    assert "f'o@ " in sd.accent_phonemes(ph, ("schwa-full",))  # a diphthong's @ stays
+    assert sd.accent_phonemes(ph, ()) == ph
+    rng = random.Random(0)
+    draws = [sd.draw_accent(rng) for _ in range(500)]
+    assert all(d for d in draws)
+    for ex in sd.ACCENT_EXCLUSIVE:
+        assert not any(len(ex & set(d)) > 1 for d in draws)
+    names = {n for n, _ in sd.ACCENT_RULES}
+    assert set().union(*map(set, draws)) == names  # every feature is used
+
+
+def test_an_accented_utterance_speaks_rewritten_phonemes(monkeypatch):
+    said = []
+
+    def fake_run(cmd, **kw):
+        if "-x" in cmd:
+            return subprocess.CompletedProcess(cmd, 0, stdout="T'ri: pl'Vs\n", stderr="")
+        said.append(cmd[-1])
+        import soundfile as sf
+
+        sf.write(cmd[cmd.index("-w") + 1], np.zeros(1600, np.float32), 16000)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(sd.subprocess, "run", fake_run)
+    v = sd.Voice("espeak", "en-us", "espeak-accent")
+    sd.synth(v, "three plus", random.Random(0), ("th-stop", "strut-foot"))
+    sd.synth(v, "three plus", random.Random(0))
+    assert said == ["[[t'ri: pl'Us]]", "three plus"]
+    plan = sd.item_plan(0, 500, "accent")
+    assert {v.group for _, v, _ in plan} == {"espeak-accent"}
+    assert len({v.name for _, v, _ in plan}) > 200  # families x all training variants
