@@ -182,7 +182,7 @@ def _read(path: str) -> np.ndarray:
 
 
 def synth(voice: Voice, text: str, rng: random.Random,
-          accent: tuple[str, ...] = ()) -> np.ndarray:  # fmt: skip
+          accent: tuple[str, ...] = (), ssml: bool = False) -> np.ndarray:  # fmt: skip
     """16 kHz float32 speech of ``text`` in ``voice`` with random engine-level tempo/pitch
     (espeak-ng with ``accent``: the text's phonemes after those ``ACCENT_RULES``)."""
     global _JOE
@@ -211,7 +211,7 @@ def synth(voice: Voice, text: str, rng: random.Random,
                                     capture_output=True, text=True).stdout  # fmt: skip
                 say = "[[" + accent_phonemes(" ".join(ph.split()), accent) + "]]"
             cmd = ["espeak-ng", "-v", voice.name, "-s", str(rng.randint(120, 210)),
-                   "-p", str(rng.randint(20, 80)), "-w", wav, say]  # fmt: skip
+                   "-p", str(rng.randint(20, 80)), "-w", wav, *(["-m"] if ssml else []), say]  # fmt: skip
         elif voice.group == "flite-wide":
             cmd = ["flite", "-voice", voice.name, "--setf",
                    f"duration_stretch={rng.uniform(0.75, 1.45):.3f}", "--setf",
@@ -275,7 +275,28 @@ class Utterance:
     pause_word: int | None = None  # the pause comes before this word of ``text``
 
 
-def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: float) -> Utterance:
+def split_at_break(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two halves of one synthesis around its longest silence (the SSML break)."""
+    win = 160
+    n = len(a) // win
+    rms = np.sqrt(np.mean(a[: n * win].reshape(n, win) ** 2, axis=1) + 1e-12)
+    quiet = np.concatenate([[0], (rms < 1e-3 * max(1e-4, float(np.abs(a).max()))).astype(int), [0]])
+    edges = np.flatnonzero(np.diff(quiet))
+    starts, ends = edges[0::2], edges[1::2]
+    if len(starts) == 0:
+        raise RuntimeError("no break found in the synthesis")
+    k = int(np.argmax(ends - starts))
+    return _trim(a[: starts[k] * win]), _trim(a[ends[k] * win :])
+
+
+def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: float,
+                   pause_style: str = "split") -> Utterance:  # fmt: skip
+    """One utterance. A pause is made by synthesizing the two halves apart (``split``: each
+    half ends like a whole utterance), or, with ``pause_style="break"`` for espeak-ng
+    voices, by one synthesis with an SSML break at the word boundary, so the first half
+    keeps the pitch of a sentence that goes on; the break's own silence is then replaced by
+    the same drawn gap. Both styles draw the same random numbers, so an item differs only
+    in its speech."""
     text = normalize(ex.question)
     words = text.split()
     pause_at = None
@@ -286,8 +307,13 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
         segs = [perturb(_trim(synth(voice, text, rng, accent)), rng)]
     else:
         sub = rng.getstate()
-        a = _trim(synth(voice, " ".join(words[:pause_at]), rng, accent))
-        b = _trim(synth(voice, " ".join(words[pause_at:]), rng, accent))
+        first, rest = " ".join(words[:pause_at]), " ".join(words[pause_at:])
+        if pause_style == "break" and voice.engine == "espeak" and not accent:
+            a, b = split_at_break(synth(voice, f'{first} <break time="600ms"/> {rest}', rng,
+                                        ssml=True))  # fmt: skip
+        else:
+            a = _trim(synth(voice, first, rng, accent))
+            b = _trim(synth(voice, rest, rng, accent))
         rng.setstate(sub)
         pa = perturb(a, rng)
         rng.setstate(sub)  # the same perturbation for both halves
@@ -383,12 +409,12 @@ def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]
 _FE: LogMel | None = None
 
 
-def _work(args: tuple[Example, Voice, int, float, bool]) -> dict[str, Any]:
+def _work(args: tuple[Example, Voice, int, float, bool, str]) -> dict[str, Any]:
     global _FE
-    ex, voice, s, pause_prob, keep_pcm = args
+    ex, voice, s, pause_prob, keep_pcm, pause_style = args
     if _FE is None:
         _FE = LogMel()
-    u = make_utterance(ex, voice, random.Random(s), pause_prob)
+    u = make_utterance(ex, voice, random.Random(s), pause_prob, pause_style)
     d: dict[str, Any] = {
         "text": u.text, "answer": u.answer, "skill": u.skill, "voice": u.voice,
         "group": u.group, "start": u.speech_start, "end": u.speech_end,
@@ -403,11 +429,12 @@ def _work(args: tuple[Example, Voice, int, float, bool]) -> dict[str, Any]:
 def build_cache(
     path: Path, seed: int, n: int, split: str, pause_prob: float, workers: int, offset: int = 0,
     keep_pcm: bool = False,
+    pause_style: str = "split",
 ) -> None:
     plan = item_plan(seed, n, split)[offset:]
     n = len(plan)
     keep = split == "eval" or keep_pcm
-    jobs = [(ex, v, s, pause_prob, keep) for ex, v, s in plan]
+    jobs = [(ex, v, s, pause_prob, keep, pause_style) for ex, v, s in plan]
     items: list[dict[str, Any]] = []
     t0 = time.time()
     with Pool(workers) as pool:
@@ -444,6 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-bare", type=int, default=900)
     ap.add_argument("--n-wide", type=int, default=24000)
     ap.add_argument("--n-accent", type=int, default=20000)
+    ap.add_argument("--pause-style", choices=("split", "break"), default="split",
+                    help="eval: how espeak-ng pauses are made (break: one synthesis with an SSML "
+                         "break, cached as speech_eval_..._break.npy)")  # fmt: skip
     ap.add_argument(
         "--offset", type=int, default=0, help="train: only items [offset, n) (extends a cache)"
     )
@@ -478,12 +508,14 @@ def main(argv: list[str] | None = None) -> None:
             continue
         offset = args.offset if split == "train" else 0
         tail = f"_from{offset}" if offset else ""
+        style = args.pause_style if split == "eval" else "split"
+        tail += "_break" if style == "break" else ""
         path = DATA_DIR / f"speech_{split}_s{args.seed}_n{n}{tail}.npy"
         if path.exists():
             print(f"{path} exists")
             continue
         pause = args.pause_prob if split == "train" else 0.35
-        build_cache(path, args.seed, n, split, pause, args.workers, offset)
+        build_cache(path, args.seed, n, split, pause, args.workers, offset, pause_style=style)
 
 
 if __name__ == "__main__":

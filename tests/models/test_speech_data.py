@@ -94,3 +94,21 @@ def test_an_accented_utterance_speaks_rewritten_phonemes(monkeypatch):
     plan = sd.item_plan(0, 500, "accent")
     assert {v.group for _, v, _ in plan} == {"espeak-accent"}
     assert len({v.name for _, v, _ in plan}) > 200  # families x all training variants
+
+
+def test_a_break_style_pause_keeps_the_item_but_says_it_in_one_synthesis():
+    ex = sd.Example(question="what is one times zero please", answer="One times zero is zero.",
+                    skill="multiplication", key_word="zero", split="heldout", has_filler=True,
+                    phrasing="what is {a} times {b}", fact="times:1:0")  # fmt: skip
+    v = sd.Voice("espeak", "en-us", "espeak-heldout-family")
+    a = sd.make_utterance(ex, v, random.Random(3), 1.0, "split")
+    b = sd.make_utterance(ex, v, random.Random(3), 1.0, "break")
+    assert a.pause is not None and b.pause is not None and a.pause_word == b.pause_word
+    assert a.pause[1] - a.pause[0] == b.pause[1] - b.pause[0]  # the same drawn gap
+    assert a.speech_start == b.speech_start
+    first_a, first_b = a.pause[0] - a.speech_start, b.pause[0] - b.speech_start
+    assert 0.6 * first_a < first_b < 1.2 * first_a  # the same words before the pause
+    assert not np.array_equal(a.pcm[: a.pause[0]], b.pcm[: b.pause[0]])
+    c = sd.make_utterance(ex, v, random.Random(3), 0.0, "break")  # no pause: nothing changes
+    d = sd.make_utterance(ex, v, random.Random(3), 0.0, "split")
+    assert np.array_equal(c.pcm, d.pcm)
