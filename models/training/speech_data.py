@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -123,8 +124,6 @@ def draw_accent(rng: random.Random, p: float = 0.25) -> tuple[str, ...]:
 
 def accent_phonemes(phonemes: str, accent: tuple[str, ...]) -> str:
     """Apply the named ``ACCENT_RULES`` to an espeak-ng phoneme-mnemonic string."""
-    import re
-
     for name, subs in ACCENT_RULES:
         if name in accent:
             for pat, rep in subs:
@@ -223,12 +222,19 @@ def synth(voice: Voice, text: str, rng: random.Random,
         return _read(wav)
 
 
+_WIN = 160  # 10 ms
+
+
+def _window_rms(a: np.ndarray) -> np.ndarray:
+    n = len(a) // _WIN
+    return np.sqrt(np.mean(a[: n * _WIN].reshape(n, _WIN) ** 2, axis=1) + 1e-12)
+
+
 def _trim(a: np.ndarray) -> np.ndarray:
-    win = 160
-    n = len(a) // win
-    if n == 0:
+    win = _WIN
+    rms = _window_rms(a)
+    if len(rms) == 0:
         return a
-    rms = np.sqrt(np.mean(a[: n * win].reshape(n, win) ** 2, axis=1) + 1e-12)
     loud = np.flatnonzero(rms > 10 ** (-45 / 20) * max(1e-4, float(np.abs(a).max())) * 10)
     if len(loud) == 0:
         return a
@@ -277,16 +283,13 @@ class Utterance:
 
 def split_at_break(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The two halves of one synthesis around its longest silence (the SSML break)."""
-    win = 160
-    n = len(a) // win
-    rms = np.sqrt(np.mean(a[: n * win].reshape(n, win) ** 2, axis=1) + 1e-12)
-    quiet = np.concatenate([[0], (rms < 1e-3 * max(1e-4, float(np.abs(a).max()))).astype(int), [0]])
-    edges = np.flatnonzero(np.diff(quiet))
+    quiet = _window_rms(a) < 1e-3 * max(1e-4, float(np.abs(a).max()))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(int), [0]])))
     starts, ends = edges[0::2], edges[1::2]
     if len(starts) == 0:
         raise RuntimeError("no break found in the synthesis")
     k = int(np.argmax(ends - starts))
-    return _trim(a[: starts[k] * win]), _trim(a[ends[k] * win :])
+    return _trim(a[: starts[k] * _WIN]), _trim(a[ends[k] * _WIN :])
 
 
 def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: float,
@@ -357,10 +360,13 @@ def item_plan(seed: int, n: int, split: str) -> list[tuple[Example, Voice, int]]
     if split in ("train", "bare", "wide", "accent"):
         train_pool = [e for e in corpus if e.split == "train"]
         pool = lone_social_examples(corpus) if split == "bare" else train_pool
-        voices = train_voices() if split != "wide" else wide_voices() + [Voice("joe", "joe", "joe")]
-        if split == "accent":
+        if split == "wide":
+            voices = wide_voices() + [Voice("joe", "joe", "joe")]
+        elif split == "accent":
             voices = [Voice("espeak", v.name, "espeak-accent") for v in wide_voices()
                       if v.engine == "espeak"]  # fmt: skip
+        else:
+            voices = train_voices()
         espeak = [v for v in voices if v.engine == "espeak"]
         other = {(f"{v.group}:" if v.group == "flite-wide" else "") + v.name: v
                  for v in voices if v.engine != "espeak"}  # fmt: skip
