@@ -279,6 +279,7 @@ class Utterance:
     speech_end: int
     pause: tuple[int, int] | None  # (start, end) samples of the inserted pause
     pause_word: int | None = None  # the pause comes before this word of ``text``
+    pause_break: bool = False  # the pause is an SSML break inside one synthesis (non-final pitch)
 
 
 def split_at_break(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -302,7 +303,7 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
     in its speech."""
     text = normalize(ex.question)
     words = text.split()
-    pause_at = None
+    pause_at, pause_break = None, False
     if len(words) >= 2 and rng.random() < pause_prob:
         pause_at = rng.randrange(1, len(words))
     accent = draw_accent(rng) if voice.group == "espeak-accent" else ()  # one for both halves
@@ -311,7 +312,8 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
     else:
         sub = rng.getstate()
         first, rest = " ".join(words[:pause_at]), " ".join(words[pause_at:])
-        if pause_style == "break" and voice.engine == "espeak" and not accent:
+        pause_break = pause_style == "break" and voice.engine == "espeak" and not accent
+        if pause_break:
             a, b = split_at_break(synth(voice, f'{first} <break time="600ms"/> {rest}', rng,
                                         ssml=True))  # fmt: skip
         else:
@@ -345,7 +347,7 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
     noise *= sig_rms / (float(np.sqrt(np.mean(noise**2))) + 1e-9) * 10 ** (-snr / 20)
     pcm = np.clip(clean + noise, -1, 1).astype(np.float32)
     return Utterance(text, ex.answer, ex.skill, voice.name, voice.group, pcm, lead, end, pause,
-                     pause_at)  # fmt: skip
+                     pause_at, pause_break and pause is not None)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- item plan
@@ -424,7 +426,7 @@ def _work(args: tuple[Example, Voice, int, float, bool, str]) -> dict[str, Any]:
     d: dict[str, Any] = {
         "text": u.text, "answer": u.answer, "skill": u.skill, "voice": u.voice,
         "group": u.group, "start": u.speech_start, "end": u.speech_end,
-        "pause": u.pause, "pause_word": u.pause_word,
+        "pause": u.pause, "pause_word": u.pause_word, "pause_break": u.pause_break,
         "mel": _FE.compute(u.pcm).astype(np.float16),
     }  # fmt: skip
     if keep_pcm:
@@ -478,8 +480,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-wide", type=int, default=24000)
     ap.add_argument("--n-accent", type=int, default=20000)
     ap.add_argument("--pause-style", choices=("split", "break"), default="split",
-                    help="eval: how espeak-ng pauses are made (break: one synthesis with an SSML "
-                         "break, cached as speech_eval_..._break.npy)")  # fmt: skip
+                    help="eval, train, dev: how espeak-ng pauses are made (break: one synthesis "
+                         "with an SSML break, cached as speech_..._break.npy)")  # fmt: skip
     ap.add_argument(
         "--offset", type=int, default=0, help="train: only items [offset, n) (extends a cache)"
     )
@@ -490,10 +492,11 @@ def main(argv: list[str] | None = None) -> None:
         # (or, with --offset, train-plan items [offset, n-train) that no training cache holds)
         start = args.offset or args.n_train - 200
         tail = f"_from{args.offset}" if args.offset else ""
+        tail += "_break" if args.pause_style == "break" else ""
         path = DATA_DIR / f"speech_dev_s{args.seed}_n{args.n_train}{tail}.npy"
         if not path.exists():
             build_cache(path, args.seed, args.n_train, "train", args.pause_prob, args.workers,
-                        start, keep_pcm=True)  # fmt: skip
+                        start, keep_pcm=True, pause_style=args.pause_style)  # fmt: skip
         print(path)
         return
     if args.only == "bare":
@@ -514,8 +517,9 @@ def main(argv: list[str] | None = None) -> None:
             continue
         offset = args.offset if split == "train" else 0
         tail = f"_from{offset}" if offset else ""
-        style = args.pause_style if split == "eval" else "split"
+        style = args.pause_style
         tail += "_break" if style == "break" else ""
+        tail += f"_p{args.pause_prob:g}" if split == "train" and args.pause_prob != 0.25 else ""
         path = DATA_DIR / f"speech_{split}_s{args.seed}_n{n}{tail}.npy"
         if path.exists():
             print(f"{path} exists")

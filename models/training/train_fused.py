@@ -331,6 +331,20 @@ def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = 
     return lab
 
 
+def break_pause_labels(lab: np.ndarray, frames: Any, pause_end: int,
+                       frame_samples: int = 640) -> np.ndarray:  # fmt: skip
+    """End-of-turn labels of an item whose pause is an SSML break inside one synthesis
+    (``pause_break``): 0 at every piece emitted before the speech after the pause starts.
+
+    Its first half keeps the pitch of a sentence that goes on, so the user is not done even
+    where the words so far are a complete question ("what is one times zero <pause> please").
+    A pause made of two syntheses keeps the text labels: its first half sounds like an end."""
+    out = np.asarray(lab, np.float32).copy()
+    heard_to = (np.asarray(frames, np.int64) + 1) * frame_samples  # samples heard at each piece
+    out[: len(heard_to)][heard_to[: len(out)] <= pause_end] = 0.0
+    return out
+
+
 def lm_sequence(tok: Tokenizer, steps: tuple[np.ndarray, np.ndarray, np.ndarray], answer: str,
                 complete: bool, max_q: int = 48) -> dict[str, Any]:  # fmt: skip
     """One training row: per-position probs/enc inputs and text targets; the end-of-turn
@@ -463,6 +477,8 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
         it = items[k % len(items)]
         r["eot"] = eot_labels(tok, r["probs"].argmax(-1) if r["n_q"] else [], it["text"],
                               r["complete"], args.eot_label)  # fmt: skip
+        if it.get("pause_break") and it.get("pause") is not None:
+            r["eot"] = break_pause_labels(r["eot"], r["frames"], it["pause"][1])
     if args.pause_token:
         pid = tok.special(args.pause_token)
         rows = [p for k, r in enumerate(rows)
@@ -477,13 +493,18 @@ def train_lm(args: argparse.Namespace) -> None:
     enc, cfg = load_encoder()
     enc_tok = torch.load(RUNS / "encoder_final.pt", weights_only=False)["tokenizer"]
     tok = Tokenizer([tuple(m) for m in enc_tok["merges"]])
-    ck = torch.load(TEXTLM_CKPT, weights_only=False)
-    if ck.get("tokenizer", enc_tok)["merges"] != enc_tok["merges"]:
-        raise SystemExit("the text LM's tokenizer differs from the encoder's: retrain stage 1")
-    lm_cfg = LMConfig.from_dict(ck["config"]) if "config" in ck else LMConfig.from_dict(ck["cfg"])
-    model = FusedLM(lm_cfg, cfg)
-    state = ck.get("model", ck.get("state_dict"))
-    model.lm.load_state_dict(state)
+    if args.init_lm:  # a trained stage 3 (models.training.from_bundle), fine-tuned further
+        ck = torch.load(args.init_lm, weights_only=False)
+        lm_cfg = LMConfig.from_dict(ck["lm_cfg"])
+        model = FusedLM(lm_cfg, cfg)
+        model.load_state_dict(ck["model"])
+    else:
+        ck = torch.load(TEXTLM_CKPT, weights_only=False)
+        if ck.get("tokenizer", enc_tok)["merges"] != enc_tok["merges"]:
+            raise SystemExit("the text LM's tokenizer differs from the encoder's: retrain stage 1")
+        lm_cfg = LMConfig.from_dict(ck["config"]) if "config" in ck else LMConfig.from_dict(ck["cfg"])
+        model = FusedLM(lm_cfg, cfg)
+        model.lm.load_state_dict(ck.get("model", ck.get("state_dict")))
     train_p, _ = speech_paths(args.seed, args.n_train, args.n_eval)
     items = load_cache(train_p)
     dev_items, items = items[-200:], items[:-200]
@@ -810,6 +831,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--init-lm", type=Path, default=None,
+                    help="lm: start from this stage-3 checkpoint (from_bundle's lm_init.pt) "
+                         "instead of the text LM")  # fmt: skip
     ap.add_argument("--eot-weight", type=float, default=1.0)
     ap.add_argument("--eot-label", choices=("last", "complete"), default="last",
                     help="stage 3: end-of-turn positives at the last piece only, or also "

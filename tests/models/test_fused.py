@@ -128,6 +128,20 @@ def test_eot_labels_mark_a_complete_question_before_its_fillers() -> None:
     assert eot_labels(tok, pieces, text, True).tolist() == [0, 0, 0, 0, 1, 1]
 
 
+def test_a_break_style_pause_is_no_end_even_after_a_complete_question() -> None:
+    from models.training.train_fused import break_pause_labels
+
+    # "what is one times zero <pause> please": pieces at 40 ms frames 10..14, then "please"
+    # at frame 30; the pause ends at sample 27 * 640 (frame 27's end is 28 * 640)
+    lab = np.array([0, 0, 0, 0, 1, 1], np.float32)
+    frames = np.array([10, 11, 12, 13, 14, 30])
+    assert break_pause_labels(lab, frames, 27 * 640).tolist() == [0, 0, 0, 0, 0, 1]
+    # a piece emitted only after the speech resumed keeps its text label
+    assert break_pause_labels(lab, np.array([10, 11, 12, 13, 29, 30]), 27 * 640).tolist() == [
+        0, 0, 0, 0, 1, 1]  # fmt: skip
+    assert lab.tolist() == [0, 0, 0, 0, 1, 1]  # the input is left alone
+
+
 def test_eot_labels_reach_the_batch_through_augmentation() -> None:
     tok = train_bpe(["what is one times zero please"], 200)
     text = "what is one times zero please"
@@ -370,3 +384,51 @@ def test_rvq_graph_equals_numpy() -> None:
     x = rng.standard_normal((10, 8)).astype(np.float32)
     (got,) = create_session(rvq_graph(cbs)).run(None, {"x": x})
     np.testing.assert_array_equal(got, encode_stacked(x, cbs))
+
+
+def test_weights_come_back_from_a_bundle(parts: dict, tmp_path: Path) -> None:
+    """from_bundle reads every trained weight back (fp16-rounded, as stored), and a re-export
+    of what it read gives the same graphs, byte for byte."""
+    import hashlib
+
+    from models.training.from_bundle import load_bundle, write_checkpoints
+
+    af = parts["audio_frames"]
+    torch.manual_seed(1)
+    mean, std = torch.randn(192), torch.rand(192) + 0.5
+    src = parts | {"audio_frames": AudioFramesOut(af.m, mean, std).eval(), "warmup": WARMUP,
+                   "eot": {"threshold": 0.9, "min_gap_ms": 80.0}}  # fmt: skip
+    write_bundle(src, tmp_path / "a", codec_bundle="no-codec", fp16=True)
+    got = load_bundle(tmp_path / "a")
+    for key in ("encoder", "lm", "audio_text", "audio_frames"):
+        want, have = src[key].state_dict(), got[key].state_dict()
+        assert want.keys() == have.keys()
+        for name, t in want.items():
+            assert torch.equal(have[name], t.half().float()) or t.numel() < 1024 and torch.equal(
+                have[name], t
+            ), f"{key}.{name}"  # fp16 storage applies to tensors of 1024 elements or more
+    assert got["warmup"] == WARMUP and got["eot"]["threshold"] == 0.9
+    write_bundle(got, tmp_path / "b", codec_bundle="no-codec", fp16=True)
+    for f in ("encoder.onnx", "lm_step.onnx", "audio_text.onnx", "audio_frames.onnx"):
+        a, b = ((tmp_path / d / f).read_bytes() for d in ("a", "b"))
+        assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest(), f
+    write_checkpoints(got, tmp_path / "runs")
+    ck = torch.load(tmp_path / "runs" / "lm_init.pt", weights_only=False)
+    assert torch.equal(ck["model"]["eot.weight"], got["lm"].eot.weight)
+
+
+def test_a_weight_missing_from_the_bundle_is_an_error(parts: dict, tmp_path: Path) -> None:
+    import onnx
+
+    from models.training.from_bundle import load_bundle
+
+    write_bundle(parts, tmp_path / "a", codec_bundle="no-codec", fp16=False)
+    path = tmp_path / "a" / "encoder.onnx"
+    model = onnx.load(str(path))
+    keep = [i for i in model.graph.initializer if i.name != "ctc.bias"]
+    assert len(keep) == len(model.graph.initializer) - 1
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    onnx.save(model, str(path))
+    with pytest.raises(ValueError, match="ctc.bias"):
+        load_bundle(tmp_path / "a")

@@ -104,6 +104,7 @@ def test_a_break_style_pause_keeps_the_item_but_says_it_in_one_synthesis():
     a = sd.make_utterance(ex, v, random.Random(3), 1.0, "split")
     b = sd.make_utterance(ex, v, random.Random(3), 1.0, "break")
     assert a.pause is not None and b.pause is not None and a.pause_word == b.pause_word
+    assert b.pause_break and not a.pause_break  # stage 3 labels the two kinds apart
     assert a.pause[1] - a.pause[0] == b.pause[1] - b.pause[0]  # the same drawn gap
     assert a.speech_start == b.speech_start
     first_a, first_b = a.pause[0] - a.speech_start, b.pause[0] - b.speech_start
@@ -112,3 +113,4 @@ def test_a_break_style_pause_keeps_the_item_but_says_it_in_one_synthesis():
     c = sd.make_utterance(ex, v, random.Random(3), 0.0, "break")  # no pause: nothing changes
     d = sd.make_utterance(ex, v, random.Random(3), 0.0, "split")
     assert np.array_equal(c.pcm, d.pcm)
+    assert not c.pause_break
