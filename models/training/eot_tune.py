@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1, help="variants traced at once (processes)")
     ap.add_argument("--no-answers", action="store_true")
     ap.add_argument("--write-manifest", action="store_true")
+    ap.add_argument("--grid", action="store_true",
+                    help="also report every threshold and silence of every variant, dev and eval")
     ap.add_argument("--absolute-caps", action="store_true",
                     help=f"limit dev pause fires by {MAX_PAUSE_FIRE} only, not by the reference rule's rate")
     ap.add_argument("--report", type=Path, default=Path("reports/eot_tune.md"))
@@ -381,6 +383,17 @@ def main(argv: list[str] | None = None) -> None:
         a_end = answers_at_fire(fm, vad, ev, 0.0, 2.0, 1)  # never fires: the whole utterance
         lines.append(f"Eval text answers exact when the rule fires: {a_fire:.3f} "
                      f"(after the whole utterance: {a_end:.3f}).")  # fmt: skip
+    if args.grid:  # every rule of every variant, to compare bundles at matched dev rates
+        lines += ["", "## Every rule", "",
+                  "| lookahead ms | level gate | threshold | min silence ms | set | within 200 ms | "
+                  "before end | before end, outside pauses | fires in pauses | delay p50 | p90 | p95 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for (tail_v, gate_v, depth_v), (dtr_v, etr_v) in zip(variants, traced, strict=True):
+            for thr_v in THRESHOLDS:
+                for sil_v in SILENCES:
+                    head = f"| {tail_v:.0f} | {gname(gate_v, depth_v)} | {thr_v} | {sil_v * 32} |"
+                    lines.append(f"{head} dev | " + row(score(dtr_v, thr_v, sil_v)))
+                    lines.append(f"{head} eval | " + row(score(etr_v, thr_v, sil_v)))
     text = "\n".join(lines) + "\n"
     print(text)
     args.report.parent.mkdir(parents=True, exist_ok=True)

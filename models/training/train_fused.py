@@ -477,7 +477,7 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
         it = items[k % len(items)]
         r["eot"] = eot_labels(tok, r["probs"].argmax(-1) if r["n_q"] else [], it["text"],
                               r["complete"], args.eot_label)  # fmt: skip
-        if it.get("pause_break") and it.get("pause") is not None:
+        if args.break_pauses == "continue" and it.get("pause_break") and it.get("pause") is not None:
             r["eot"] = break_pause_labels(r["eot"], r["frames"], it["pause"][1])
     if args.pause_token:
         pid = tok.special(args.pause_token)
@@ -485,6 +485,17 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
                 for p in pause_rows(r, items[k % len(items)], pid, args.pause_lookahead_ms)
                 if truncated or p["tail"]]  # fmt: skip
     return rows
+
+
+def eot_loss(logit: torch.Tensor, eot: torch.Tensor, teacher_logit: torch.Tensor | None = None,
+             ) -> torch.Tensor:  # fmt: skip
+    """Weighted BCE of the end-of-turn head on the labelled steps (``eot`` >= 0; a label of
+    1 weighs 3). With ``teacher_logit`` the targets are that head's probabilities instead of
+    the labels: fine-tuning then keeps the teacher's end of turn while the text learns."""
+    m = eot >= 0
+    w = torch.where(eot[m] > 0, 3.0, 1.0)
+    target = eot[m] if teacher_logit is None else torch.sigmoid(teacher_logit[m])
+    return F.binary_cross_entropy_with_logits(logit[m], target, weight=w)
 
 
 def train_lm(args: argparse.Namespace) -> None:
@@ -531,6 +542,12 @@ def train_lm(args: argparse.Namespace) -> None:
                 text_rows.append(r if pid is None else pause_rows(r, {}, pid, args.pause_lookahead_ms)[0])
     log(f"lm rows: {len(rows)} speech + {len(text_rows)} text (mix {args.text_mix}), "
         f"{len(dev_rows)} dev ({time.time() - t0:.0f}s); {lm_cfg}", stage)  # fmt: skip
+    teacher = None
+    if args.eot_teacher:
+        tk = torch.load(args.eot_teacher, weights_only=False)
+        teacher = FusedLM(LMConfig.from_dict(tk["lm_cfg"]), cfg)
+        teacher.load_state_dict(tk["model"])
+        teacher.eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     start = 0
     last = RUNS / f"{stage}_last.pt"
@@ -555,9 +572,11 @@ def train_lm(args: argparse.Namespace) -> None:
         l_text = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
         )
-        m = eot >= 0
-        w = torch.where(eot[m] > 0, 3.0, 1.0)
-        l_eot = F.binary_cross_entropy_with_logits(eot_logit[m], eot[m], weight=w)
+        t_logit = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_logit = teacher(probs, encx)[1]
+        l_eot = eot_loss(eot_logit, eot, t_logit)
         loss = l_text + args.eot_weight * l_eot
         opt.zero_grad()
         loss.backward()
@@ -841,6 +860,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pause-token", default=None,
                     help="stage 3: read the end-of-turn head on this special token, a step the "
                          "run time adds when the user is silent (pause_rows; e.g. <reserved_0>)")
+    ap.add_argument("--eot-teacher", type=Path, default=None,
+                    help="stage 3: end-of-turn targets are this stage-3 checkpoint's head "
+                         "probabilities (e.g. lm_init.pt: fine-tune the text, keep the end of turn)")
+    ap.add_argument("--break-pauses", choices=("continue", "text"), default="continue",
+                    help="stage 3: labels of an item whose pause is an SSML break (pause_break): "
+                         "no end until the speech resumes (break_pause_labels), or the text "
+                         "labels, as for a pause made of two syntheses")  # fmt: skip
     ap.add_argument("--pause-lookahead-ms", type=float, default=400.0,
                     help="stage 3: how far into a mid-question pause the pause step hears")
     ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core CPU")

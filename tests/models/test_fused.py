@@ -142,6 +142,23 @@ def test_a_break_style_pause_is_no_end_even_after_a_complete_question() -> None:
     assert lab.tolist() == [0, 0, 0, 0, 1, 1]  # the input is left alone
 
 
+def test_eot_loss_follows_the_teacher_instead_of_the_labels() -> None:
+    from models.training.train_fused import eot_loss
+
+    eot = torch.tensor([[-1.0, 0.0, 1.0, 1.0]])
+    teacher = torch.tensor([[5.0, -2.0, 0.5, 3.0]])
+    x = torch.zeros(1, 4, requires_grad=True)
+    eot_loss(x, eot, teacher).backward()
+    assert x.grad is not None and x.grad[0, 0] == 0  # unlabelled steps stay out
+    # the loss is lowest where the head equals the teacher, whatever the labels say
+    y = teacher.clone().requires_grad_(True)
+    eot_loss(y, eot, teacher).backward()
+    assert y.grad is not None and torch.allclose(y.grad, torch.zeros(1, 4), atol=1e-7)
+    z = teacher.clone().requires_grad_(True)
+    eot_loss(z, eot).backward()  # labels: step 1 is pushed down, steps 2-3 up
+    assert z.grad is not None and z.grad[0, 1] > 0 and z.grad[0, 2] < 0 and z.grad[0, 3] < 0
+
+
 def test_eot_labels_reach_the_batch_through_augmentation() -> None:
     tok = train_bpe(["what is one times zero please"], 200)
     text = "what is one times zero please"
