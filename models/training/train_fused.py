@@ -331,17 +331,23 @@ def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = 
     return lab
 
 
+#: the end-of-turn label "no end, whatever a teacher says" (:func:`break_pause_labels`):
+#: a 0 label for :func:`eot_loss`, kept even under ``--eot-teacher``
+HOLD = -0.5
+
+
 def break_pause_labels(lab: np.ndarray, frames: Any, pause_end: int,
                        frame_samples: int = 640) -> np.ndarray:  # fmt: skip
     """End-of-turn labels of an item whose pause is an SSML break inside one synthesis
-    (``pause_break``): 0 at every piece emitted before the speech after the pause starts.
+    (``pause_break``): :data:`HOLD` (no end) at every piece emitted before the speech after
+    the pause starts.
 
     Its first half keeps the pitch of a sentence that goes on, so the user is not done even
     where the words so far are a complete question ("what is one times zero <pause> please").
     A pause made of two syntheses keeps the text labels: its first half sounds like an end."""
     out = np.asarray(lab, np.float32).copy()
     heard_to = (np.asarray(frames, np.int64) + 1) * frame_samples  # samples heard at each piece
-    out[: len(heard_to)][heard_to[: len(out)] <= pause_end] = 0.0
+    out[: len(heard_to)][heard_to[: len(out)] <= pause_end] = HOLD
     return out
 
 
@@ -412,7 +418,7 @@ def pause_rows(r: dict[str, Any], it: dict[str, Any], pause_id: int, look_ms: fl
         if k:
             out.append(dict(r, probs=r["probs"][:k], hid=r["hid"][:k], n_q=k, frames=r["frames"][:k],
                             eot=np.full(k, -1.0, np.float32), tail=[], complete=False,
-                            pause=pause_id, pause_eot=float(r["eot"][k - 1])))  # fmt: skip
+                            pause=pause_id, pause_eot=max(0.0, float(r["eot"][k - 1]))))  # fmt: skip
     return out
 
 
@@ -489,12 +495,16 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
 
 def eot_loss(logit: torch.Tensor, eot: torch.Tensor, teacher_logit: torch.Tensor | None = None,
              ) -> torch.Tensor:  # fmt: skip
-    """Weighted BCE of the end-of-turn head on the labelled steps (``eot`` >= 0; a label of
-    1 weighs 3). With ``teacher_logit`` the targets are that head's probabilities instead of
-    the labels: fine-tuning then keeps the teacher's end of turn while the text learns."""
-    m = eot >= 0
-    w = torch.where(eot[m] > 0, 3.0, 1.0)
-    target = eot[m] if teacher_logit is None else torch.sigmoid(teacher_logit[m])
+    """Weighted BCE of the end-of-turn head on the labelled steps (``eot`` >= 0 or
+    :data:`HOLD`, which means 0; a label of 1 weighs 3). With ``teacher_logit`` the targets
+    are that head's probabilities instead of the labels, except at :data:`HOLD` steps:
+    fine-tuning then keeps the teacher's end of turn while the text learns."""
+    m = (eot >= 0) | (eot == HOLD)
+    lab = eot[m].clamp(min=0.0)
+    w = torch.where(lab > 0, 3.0, 1.0)
+    target = lab
+    if teacher_logit is not None:
+        target = torch.where(eot[m] == HOLD, 0.0, torch.sigmoid(teacher_logit[m]))
     return F.binary_cross_entropy_with_logits(logit[m], target, weight=w)
 
 

@@ -129,21 +129,21 @@ def test_eot_labels_mark_a_complete_question_before_its_fillers() -> None:
 
 
 def test_a_break_style_pause_is_no_end_even_after_a_complete_question() -> None:
-    from models.training.train_fused import break_pause_labels
+    from models.training.train_fused import HOLD, break_pause_labels
 
     # "what is one times zero <pause> please": pieces at 40 ms frames 10..14, then "please"
     # at frame 30; the pause ends at sample 27 * 640 (frame 27's end is 28 * 640)
     lab = np.array([0, 0, 0, 0, 1, 1], np.float32)
     frames = np.array([10, 11, 12, 13, 14, 30])
-    assert break_pause_labels(lab, frames, 27 * 640).tolist() == [0, 0, 0, 0, 0, 1]
+    assert break_pause_labels(lab, frames, 27 * 640).tolist() == [HOLD] * 5 + [1]
     # a piece emitted only after the speech resumed keeps its text label
     assert break_pause_labels(lab, np.array([10, 11, 12, 13, 29, 30]), 27 * 640).tolist() == [
-        0, 0, 0, 0, 1, 1]  # fmt: skip
+        HOLD, HOLD, HOLD, HOLD, 1, 1]  # fmt: skip
     assert lab.tolist() == [0, 0, 0, 0, 1, 1]  # the input is left alone
 
 
 def test_eot_loss_follows_the_teacher_instead_of_the_labels() -> None:
-    from models.training.train_fused import eot_loss
+    from models.training.train_fused import HOLD, eot_loss
 
     eot = torch.tensor([[-1.0, 0.0, 1.0, 1.0]])
     teacher = torch.tensor([[5.0, -2.0, 0.5, 3.0]])
@@ -157,6 +157,12 @@ def test_eot_loss_follows_the_teacher_instead_of_the_labels() -> None:
     z = teacher.clone().requires_grad_(True)
     eot_loss(z, eot).backward()  # labels: step 1 is pushed down, steps 2-3 up
     assert z.grad is not None and z.grad[0, 1] > 0 and z.grad[0, 2] < 0 and z.grad[0, 3] < 0
+    # a HOLD step (a break-style pause) is "no end" with or without the teacher
+    held = torch.tensor([[-1.0, 0.0, HOLD, 1.0]])
+    h = teacher.clone().requires_grad_(True)
+    eot_loss(h, held, teacher).backward()
+    assert h.grad is not None and h.grad[0, 2] > 0 and torch.allclose(h.grad[0, [0, 1, 3]], torch.zeros(3), atol=1e-7)
+    assert torch.equal(eot_loss(teacher, held), eot_loss(teacher, torch.tensor([[-1.0, 0.0, 0.0, 1.0]])))
 
 
 def test_eot_labels_reach_the_batch_through_augmentation() -> None:
