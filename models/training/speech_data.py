@@ -347,7 +347,7 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
     noise *= sig_rms / (float(np.sqrt(np.mean(noise**2))) + 1e-9) * 10 ** (-snr / 20)
     pcm = np.clip(clean + noise, -1, 1).astype(np.float32)
     return Utterance(text, ex.answer, ex.skill, voice.name, voice.group, pcm, lead, end, pause,
-                     pause_at, pause_break and pause is not None)  # fmt: skip
+                     pause_at, pause_break)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- item plan

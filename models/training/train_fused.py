@@ -483,7 +483,7 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
         it = items[k % len(items)]
         r["eot"] = eot_labels(tok, r["probs"].argmax(-1) if r["n_q"] else [], it["text"],
                               r["complete"], args.eot_label)  # fmt: skip
-        if args.break_pauses == "continue" and it.get("pause_break") and it.get("pause") is not None:
+        if args.break_pauses == "continue" and it.get("pause_break"):
             r["eot"] = break_pause_labels(r["eot"], r["frames"], it["pause"][1])
     if args.pause_token:
         pid = tok.special(args.pause_token)
@@ -508,6 +508,15 @@ def eot_loss(logit: torch.Tensor, eot: torch.Tensor, teacher_logit: torch.Tensor
     return F.binary_cross_entropy_with_logits(logit[m], target, weight=w)
 
 
+def load_stage3(path: Path, cfg: FusedConfig) -> tuple[FusedLM, LMConfig]:
+    """A stage-3 checkpoint (``lm_final.pt``, or from_bundle's ``lm_init.pt``) as a FusedLM."""
+    ck = torch.load(path, weights_only=False)
+    lm_cfg = LMConfig.from_dict(ck["lm_cfg"])
+    model = FusedLM(lm_cfg, cfg)
+    model.load_state_dict(ck["model"])
+    return model, lm_cfg
+
+
 def train_lm(args: argparse.Namespace) -> None:
     stage = "lm"
     torch.manual_seed(args.seed)
@@ -515,10 +524,7 @@ def train_lm(args: argparse.Namespace) -> None:
     enc_tok = torch.load(RUNS / "encoder_final.pt", weights_only=False)["tokenizer"]
     tok = Tokenizer([tuple(m) for m in enc_tok["merges"]])
     if args.init_lm:  # a trained stage 3 (models.training.from_bundle), fine-tuned further
-        ck = torch.load(args.init_lm, weights_only=False)
-        lm_cfg = LMConfig.from_dict(ck["lm_cfg"])
-        model = FusedLM(lm_cfg, cfg)
-        model.load_state_dict(ck["model"])
+        model, lm_cfg = load_stage3(args.init_lm, cfg)
     else:
         ck = torch.load(TEXTLM_CKPT, weights_only=False)
         if ck.get("tokenizer", enc_tok)["merges"] != enc_tok["merges"]:
@@ -552,12 +558,7 @@ def train_lm(args: argparse.Namespace) -> None:
                 text_rows.append(r if pid is None else pause_rows(r, {}, pid, args.pause_lookahead_ms)[0])
     log(f"lm rows: {len(rows)} speech + {len(text_rows)} text (mix {args.text_mix}), "
         f"{len(dev_rows)} dev ({time.time() - t0:.0f}s); {lm_cfg}", stage)  # fmt: skip
-    teacher = None
-    if args.eot_teacher:
-        tk = torch.load(args.eot_teacher, weights_only=False)
-        teacher = FusedLM(LMConfig.from_dict(tk["lm_cfg"]), cfg)
-        teacher.load_state_dict(tk["model"])
-        teacher.eval()
+    teacher = load_stage3(args.eot_teacher, cfg)[0].eval() if args.eot_teacher else None
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     start = 0
     last = RUNS / f"{stage}_last.pt"
