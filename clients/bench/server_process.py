@@ -305,8 +305,12 @@ PIPELINE_BUNDLES = {"cascade": ("textlm", "asr"), "fused": ("fused", "codec"), "
 
 
 def bundle_info(bundles_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Each bundle's name, kind and the sha256 (first 12) of its graphs, from manifest.json."""
-    root = bundles_dir or ROOT / "bundles"
+    """Each bundle's name, kind and the sha256 (first 12) of its graphs, from manifest.json.
+
+    The folder is ``bundles_dir``, else ``REJOINDER_BUNDLES_DIR`` (which a spawned server
+    inherits), else the checkout's ``bundles/``."""
+    env = os.environ.get("REJOINDER_BUNDLES_DIR")
+    root = bundles_dir or (Path(env) if env else ROOT / "bundles")
     out: list[dict[str, Any]] = []
     for manifest in sorted(root.glob("*/manifest.json")):
         try:

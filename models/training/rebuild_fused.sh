@@ -2,7 +2,7 @@
 # Rebuild bundles/fused on this CPU, the way the shipped one was made (docs/fused.md).
 # Deterministic from seed 0 (batches are functions of (seed, step); keep the thread
 # counts). Resumable: existing speech caches are kept, finished stages are skipped,
-# and a killed stage resumes from its *_last.pt when rerun. About 7 h on 2 cores.
+# and a killed stage resumes from its *_last.pt when rerun. About 8 h on 2 cores.
 #
 #   make fused-model            # or: sh models/training/rebuild_fused.sh
 set -eu
@@ -52,7 +52,19 @@ done_ $R/s/lm_init.pt || { $PY -m models.training.export_fused --runs $R/g &&
     $PY -m models.training.from_bundle --bundle bundles/fused --runs $R/s; }
 done_ $R/s/lm_final.pt || $T lm --runs $R/s --init-lm $R/s/lm_init.pt --eot-teacher $R/s/lm_init.pt \
     --steps 3000 --lr 3e-4 --text-mix 0.5 --eot-label complete --extra $B --threads 2
-$PY -m models.training.export_fused --runs $R/s
+# a fifth encoder run from that bundle's encoder, on accented speech (espeak-ng phonemes under
+# generic accent rules) and the fresh speech; then stage 3 again from that bundle, its own head
+# the teacher (HOLD as before)
+$S --only accent --n-accent 20000
+A="$D/speech_accent_s0_n20000.npy"
+done_ $R/t0/lm_init.pt || { $PY -m models.training.export_fused --runs $R/s &&
+    $PY -m models.training.from_bundle --bundle bundles/fused --runs $R/t0; }
+done_ $R/t/encoder_final.pt || $T encoder --preset medium --steps 6000 --lr 5e-4 --threads 2 \
+    --init $R/t0/encoder_final.pt --extra $A $B --prefix-s 1.2 --eval-every 1000 --runs $R/t
+done_ $R/t/lm_final.pt || $T lm --runs $R/t --init-lm $R/t0/lm_init.pt --eot-teacher $R/t0/lm_init.pt \
+    --steps 3000 --lr 3e-4 --text-mix 0.5 --eot-label complete --extra $B $A --threads 2
+cp $R/t0/audio_final.pt $R/t/audio_final.pt
+$PY -m models.training.export_fused --runs $R/t
 # the level gate: 1.0 at 20 dB, which --gates 0.9,1.0 --depths 30,20,14 chose for every model since
 $PY -m models.training.eot_tune --tails 400 --gates 1.0 --depths 20 --absolute-caps --grid --write-manifest
 $PY -m models.training.eval_fused

@@ -52,6 +52,13 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "fused"
 TEXTLM_CKPT = ROOT / "runs" / "textlm" / "final.pt"
 TOKENIZER = ROOT / "runs" / "textlm" / "tokenizer.json"
+SHIPPED_TOKENIZER = ROOT / "bundles" / "textlm" / "tokenizer.json"
+
+
+def tokenizer_path() -> Path:
+    """The text LM run's tokenizer, or the shipped text LM's when no run is here (the same
+    file: stage 1 from a ``from_bundle`` encoder needs no text LM rebuild)."""
+    return TOKENIZER if TOKENIZER.exists() else SHIPPED_TOKENIZER
 
 
 def log(msg: str, stage: str) -> None:
@@ -165,7 +172,7 @@ def ctc_eval(enc: Encoder, items: list[dict[str, Any]], tok: Tokenizer,
 def train_encoder(args: argparse.Namespace) -> None:
     stage = "encoder"
     torch.manual_seed(args.seed)
-    tok = Tokenizer.load(TOKENIZER)
+    tok = Tokenizer.load(tokenizer_path())
     cfg = FusedConfig.from_name(args.preset, vocab_size=tok.vocab_size)
     train_p, eval_p = speech_paths(args.seed, args.n_train, args.n_eval)
     t0 = time.time()

@@ -149,3 +149,18 @@ def test_rounds_cover_every_case_and_keep_sessions_full() -> None:
     assert [len(r) for r in rounds] == [8, 4]
     assert split_sessions(rounds[0], 4) == [["c0", "c4"], ["c1", "c5"], ["c2", "c6"], ["c3", "c7"]]
     assert level_rounds(["a"], 3, 4) == [["a", "a", "a"]]  # more sessions than cases
+
+
+def test_bundle_info_reads_the_folder_a_spawned_server_loads(tmp_path, monkeypatch) -> None:
+    import json as _json
+
+    from clients.bench.server_process import bundle_info
+
+    (tmp_path / "fused").mkdir()
+    (tmp_path / "fused" / "manifest.json").write_text(_json.dumps(
+        {"name": "candidate", "kind": "fused", "graphs": {"encoder": {"sha256": "ab" * 32}}}))
+    monkeypatch.setenv("REJOINDER_BUNDLES_DIR", str(tmp_path))
+    assert bundle_info() == [{"dir": "fused", "name": "candidate", "kind": "fused",
+                              "graphs": {"encoder": "ab" * 6}}]
+    monkeypatch.delenv("REJOINDER_BUNDLES_DIR")
+    assert all(b.get("name") != "candidate" for b in bundle_info())

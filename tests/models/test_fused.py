@@ -455,3 +455,18 @@ def test_a_weight_missing_from_the_bundle_is_an_error(parts: dict, tmp_path: Pat
     onnx.save(model, str(path))
     with pytest.raises(ValueError, match="ctc.bias"):
         load_bundle(tmp_path / "a")
+
+
+def test_stage_1_without_a_text_lm_run_takes_the_shipped_tokenizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.training.train_fused as tf
+
+    monkeypatch.setattr(tf, "TOKENIZER", tmp_path / "textlm" / "tokenizer.json")
+    assert tf.tokenizer_path() == tf.SHIPPED_TOKENIZER
+    assert tf.SHIPPED_TOKENIZER.exists()
+    run_tok = tmp_path / "textlm" / "tokenizer.json"
+    run_tok.parent.mkdir()
+    run_tok.write_text("{}")
+    assert tf.tokenizer_path() == run_tok
+
