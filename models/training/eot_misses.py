@@ -1,0 +1,128 @@
+"""Why the end-of-turn rule misses 200 ms: each complete question sorted by cause.
+
+    python -m models.training.eot_misses [--bundle bundles/fused] [--speech CACHE]
+
+Replays every held-out utterance as ``eot_tune`` does (the bundle's own rule from its
+manifest: lookahead, level gate, head threshold, VAD silence; the late tier does not
+matter within 200 ms) and puts each complete question in one class:
+
+* ``within``: the rule fired 0-200 ms after the speech end;
+* ``early``: it fired before the speech end (in a pause or a gap);
+* ``slow_pause``: even a head at 1.0 after the speech end would not fire by 200 ms,
+  because the VAD pause (with the level gate) is not confirmed by then;
+* ``unsure``: the pause was in time, but the head stayed under the threshold for the
+  first 200 ms after the end;
+* ``other``: the head was sure and the pause confirmed, but not both in the same window.
+
+The report gives the classes overall, by SNR (the speech's 90th-percentile 10 ms level
+over the trailing background's median), skill and voice group, and the unsure items'
+head values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.fused import DEFAULT_BUNDLE, FusedModel
+from models.training.eot_tune import Trace, fire_window, load_items, trace_item
+
+CLASSES = ("within", "early", "slow_pause", "unsure", "other")
+WIN = 512  # Silero window, 32 ms at 16 kHz
+
+
+def classify(tr: Trace, threshold: float, min_silence: int, within_ms: float = 200.0) -> str:
+    """The class of one complete question's trace (see the module docstring)."""
+    end = int(tr.item["end"])
+    k = fire_window(tr, threshold, min_silence)
+    if k is not None and tr.ends[k] < end:
+        return "early"
+    if k is not None and (tr.ends[k] - end) / 16.0 <= within_ms:
+        return "within"
+    after = tr.ends >= end
+    sure = dataclasses.replace(tr, head=after.astype(float))  # a head at 1 from the end on
+    k1 = fire_window(sure, 0.5, min_silence)
+    if k1 is None or (sure.ends[k1] - end) / 16.0 > within_ms:
+        return "slow_pause"
+    span = after & (tr.ends <= end + within_ms * 16)
+    if not span.any() or float(tr.head[span].max()) < threshold:
+        return "unsure"
+    return "other"
+
+
+def snr_db(it: dict[str, Any]) -> float:
+    """Speech level (90th percentile of 10 ms windows) over the trailing background's median."""
+    pcm = it["pcm"].astype(np.float32) / 32767
+    speech, back = pcm[it["start"] : it["end"]], pcm[it["end"] + 4000 :]
+    if len(speech) < 160 or len(back) < 320:
+        return float("nan")
+
+    def levels(x: np.ndarray) -> np.ndarray:
+        n = len(x) // 160 * 160
+        return np.sqrt(np.mean(x[:n].reshape(-1, 160) ** 2, axis=1) + 1e-12)
+
+    return float(20 * np.log10(np.percentile(levels(speech), 90) / (np.median(levels(back)) + 1e-9)))
+
+
+def table(title: str, groups: dict[str, Counter[str]]) -> list[str]:
+    out = [f"| {title} | n | " + " | ".join(CLASSES) + " |", "|---|---|" + "---|" * len(CLASSES)]
+    for name, c in groups.items():
+        n = sum(c.values())
+        out.append(f"| {name} | {n} | " + " | ".join(f"{c[k] / n:.3f}" for k in CLASSES) + " |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    ap.add_argument("--speech", type=Path, default=Path("data/fused/speech_eval_s0_n480.npy"))
+    ap.add_argument("--report", type=Path, default=Path("reports/eot_misses.md"))
+    args = ap.parse_args(argv)
+    from streaming.vad import SileroVad
+
+    fm, vad = FusedModel(args.bundle), SileroVad()
+    thr, sil = fm.eot_threshold, max(1, round(fm.min_silence_ms / (WIN / 16.0)))
+    items = [it for it in load_items((args.speech,)) if it["skill"] != "incomplete"]
+    rows = []
+    for i, it in enumerate(items):
+        tr = trace_item(fm, vad, it, fm.lookahead_ms, gate_below=fm.level_gate,
+                        gate_depth_db=fm.level_gate_depth_db)  # fmt: skip
+        span = (tr.ends >= it["end"]) & (tr.ends <= it["end"] + 3200)
+        head = float(tr.head[span].max()) if span.any() else 0.0
+        rows.append((classify(tr, thr, sil), snr_db(it), it, head))
+        if (i + 1) % 50 == 0:
+            print(f"  {i + 1}/{len(items)} items", flush=True)
+    by_all: dict[str, Counter[str]] = {"all": Counter(r[0] for r in rows)}
+    bands = [(-99, 20), (20, 25), (25, 30), (30, 99)]
+    by_snr = {f"{lo}-{hi} dB" if lo > -99 and hi < 99 else (f"under {hi} dB" if lo == -99 else f"{lo} dB and up"):
+              Counter(r[0] for r in rows if lo <= r[1] < hi) for lo, hi in bands}  # fmt: skip
+    by_skill = {s: Counter(r[0] for r in rows if r[2]["skill"] == s)
+                for s in sorted({r[2]["skill"] for r in rows})}  # fmt: skip
+    by_group = {g: Counter(r[0] for r in rows if r[2]["group"] == g)
+                for g in sorted({r[2]["group"] for r in rows})}  # fmt: skip
+    unsure = sorted((r for r in rows if r[0] == "unsure"), key=lambda r: r[3])
+    lines = [f"# End-of-turn misses ({args.bundle}, {args.speech.name})", "",
+             f"Rule from the manifest: head >= {thr:g}, {sil} VAD windows of silence, lookahead "
+             f"{fm.lookahead_ms:g} ms, level gate {fm.level_gate:g} at {fm.level_gate_depth_db:g} dB. "
+             f"{len(rows)} complete questions.", ""]  # fmt: skip
+    for title, groups in (("", by_all), ("SNR", by_snr), ("skill", by_skill), ("voice group", by_group)):
+        lines += table(title, {k: v for k, v in groups.items() if v}) + [""]
+    if unsure:
+        heads = np.array([r[3] for r in unsure])
+        lines += [f"Unsure items' highest head in the first 200 ms after the end: p10 "
+                  f"{np.percentile(heads, 10):.2f}, p50 {np.percentile(heads, 50):.2f}, p90 "
+                  f"{np.percentile(heads, 90):.2f}.", ""]  # fmt: skip
+        lines += [f"- {r[3]:.2f} `{r[2]['text']}` ({r[2]['group']})" for r in unsure[:30]]
+    text = "\n".join(lines) + "\n"
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
