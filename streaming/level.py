@@ -78,19 +78,25 @@ class QuietGate:
     ``background`` is the 20th percentile of the levels of recent windows heard
     outside a turn with probability under ``background_prob``; ``speech`` the 80th
     percentile of recent windows at or above ``speech_prob``. In loud noise (SNR
-    under about ``depth_db``) nothing is quiet enough and the gate stays shut.
+    under about ``depth_db``) nothing is quiet enough and the gate stays shut, unless
+    ``low_snr_margin_db`` is set: then a window within that many dB of the background
+    is quiet however close the speech is (quiet level ``max(speech - depth_db,
+    background + low_snr_margin_db)``, still capped at ``background + margin_db``).
     Until both levels are known the gate passes every probability through
     unchanged, and it never raises one.
     """
 
     def __init__(self, below: float, *, margin_db: float = 6.0, depth_db: float = 30.0,
                  floor_dbfs: float = -70.0, history: int = 60, background_prob: float = 0.35,
-                 speech_prob: float = 0.5) -> None:  # fmt: skip
+                 speech_prob: float = 0.5, low_snr_margin_db: float | None = None) -> None:  # fmt: skip
         if not 0.0 <= below <= 1.0:
             raise ValueError(f"below must be in [0, 1], got {below!r}")
         if not 0.0 < depth_db <= 60.0:
             raise ValueError(f"depth_db must be in (0, 60], got {depth_db!r}")
+        if low_snr_margin_db is not None and not 0.0 <= low_snr_margin_db <= margin_db:
+            raise ValueError(f"low_snr_margin_db must be in [0, margin_db], got {low_snr_margin_db!r}")
         self.below = below
+        self.low_snr_margin_db = low_snr_margin_db
         self.margin_db, self.depth_db, self.floor_dbfs = margin_db, depth_db, floor_dbfs
         self.background_prob, self.speech_prob = background_prob, speech_prob
         self._background: deque[float] = deque(maxlen=history)
@@ -103,7 +109,10 @@ class QuietGate:
         if not self._background or sp is None:
             return None
         bg = max(float(np.percentile(self._background, 20)), self.floor_dbfs)
-        return min(bg + self.margin_db, sp - self.depth_db)
+        deep = sp - self.depth_db
+        if self.low_snr_margin_db is not None:
+            deep = max(deep, bg + self.low_snr_margin_db)
+        return min(bg + self.margin_db, deep)
 
     def speech_level(self) -> float | None:
         """The speech level (dBFS) the gate compares against; None until speech was heard."""

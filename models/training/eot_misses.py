@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from models.fused import DEFAULT_BUNDLE, FusedModel
-from models.training.eot_tune import Trace, fire_window, load_items, trace_item
+from models.training.eot_tune import Trace, fire_window, load_items, score, trace_item
 
 CLASSES = ("within", "early", "slow_pause", "unsure", "other")
 WIN = 512  # Silero window, 32 ms at 16 kHz
@@ -82,21 +82,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     ap.add_argument("--speech", type=Path, default=Path("data/fused/speech_eval_s0_n480.npy"))
     ap.add_argument("--report", type=Path, default=Path("reports/eot_misses.md"))
+    ap.add_argument("--gate-low-snr-db", type=float, default=None,
+                    help="try the level gate with this low_snr_margin_db (streaming.level.QuietGate)")
     args = ap.parse_args(argv)
     from streaming.vad import SileroVad
 
     fm, vad = FusedModel(args.bundle), SileroVad()
     thr, sil = fm.eot_threshold, max(1, round(fm.min_silence_ms / (WIN / 16.0)))
-    items = [it for it in load_items((args.speech,)) if it["skill"] != "incomplete"]
-    rows = []
+    items = load_items((args.speech,))
+    rows, traces = [], []
     for i, it in enumerate(items):
         tr = trace_item(fm, vad, it, fm.lookahead_ms, gate_below=fm.level_gate,
-                        gate_depth_db=fm.level_gate_depth_db)  # fmt: skip
+                        gate_depth_db=fm.level_gate_depth_db,
+                        gate_low_snr_db=args.gate_low_snr_db)  # fmt: skip
+        traces.append(tr)
+        if it["skill"] == "incomplete":
+            continue
         span = (tr.ends >= it["end"]) & (tr.ends <= it["end"] + 3200)
         head = float(tr.head[span].max()) if span.any() else 0.0
         rows.append((classify(tr, thr, sil), snr_db(it), it, head))
         if (i + 1) % 50 == 0:
             print(f"  {i + 1}/{len(items)} items", flush=True)
+    late = (fm.late_threshold, round(fm.late_silence_ms / (WIN / 16.0))) if fm.late_threshold > 0 else None
+    sc = score(traces, thr, sil, late)
     by_all: dict[str, Counter[str]] = {"all": Counter(r[0] for r in rows)}
     bands = [(-99, 20), (20, 25), (25, 30), (30, 99)]
     by_snr = {f"{lo}-{hi} dB" if lo > -99 and hi < 99 else (f"under {hi} dB" if lo == -99 else f"{lo} dB and up"):
@@ -108,8 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     unsure = sorted((r for r in rows if r[0] == "unsure"), key=lambda r: r[3])
     lines = [f"# End-of-turn misses ({args.bundle}, {args.speech.name})", "",
              f"Rule from the manifest: head >= {thr:g}, {sil} VAD windows of silence, lookahead "
-             f"{fm.lookahead_ms:g} ms, level gate {fm.level_gate:g} at {fm.level_gate_depth_db:g} dB. "
-             f"{len(rows)} complete questions.", ""]  # fmt: skip
+             f"{fm.lookahead_ms:g} ms, level gate {fm.level_gate:g} at {fm.level_gate_depth_db:g} dB"
+             f"{'' if args.gate_low_snr_db is None else f' (low-SNR margin {args.gate_low_snr_db:g} dB)'}. "
+             f"{len(rows)} complete questions.", "",
+             f"Rule with its late tier: within 200 ms {sc['within200']:.3f}, before the end {sc['early']:.3f}, "
+             f"fires in pauses {sc['pause_fire']:.3f}, incomplete questions answered before the fallback "
+             f"{sc['incomplete_fire']:.3f}, delay p50 {sc['p50']:.0f} p90 {sc['p90']:.0f} p95 {sc['p95']:.0f} ms.",
+             ""]  # fmt: skip
     for title, groups in (("", by_all), ("SNR", by_snr), ("skill", by_skill), ("voice group", by_group)):
         lines += table(title, {k: v for k, v in groups.items() if v}) + [""]
     if unsure:

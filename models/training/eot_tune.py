@@ -105,7 +105,7 @@ class Trace:
 
 def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
                keep_states: bool = False, gate_below: float = 0.0,
-               gate_depth_db: float = 30.0) -> Trace:  # fmt: skip
+               gate_depth_db: float = 30.0, gate_low_snr_db: float | None = None) -> Trace:  # fmt: skip
     """Feed one utterance as a session feeds the fused pipeline and record, per VAD window,
     the end-of-turn value the Endpointer would read.
 
@@ -120,7 +120,8 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
     from streaming.turn import EndpointConfig, Endpointer, SpeechStarted, TurnPhase
     from streaming.vad import VadStream
 
-    gate = QuietGate(gate_below, depth_db=gate_depth_db) if gate_below > 0 else None
+    gate = (QuietGate(gate_below, depth_db=gate_depth_db, low_snr_margin_db=gate_low_snr_db)
+            if gate_below > 0 else None)  # fmt: skip
 
     pcm = it["pcm"].astype(np.float32) / 32767
     back = pcm[-4000:]  # the trailing background, mirrored so it continues without a click

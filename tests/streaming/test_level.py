@@ -104,3 +104,34 @@ def test_quiet_gate_rejects_a_bad_setting() -> None:
         QuietGate(1.5)
     with pytest.raises(ValueError, match="depth_db"):
         QuietGate(0.9, depth_db=0.0)
+
+
+def test_low_snr_margin_opens_the_gate_in_noise_too_loud_for_the_depth() -> None:
+    # background -60, speech -45: 15 dB SNR, under the 20 dB depth
+    def heard(gate: QuietGate) -> QuietGate:
+        for _ in range(10):
+            gate.gate(0.05, _tone(-60), in_turn=False)
+        for _ in range(10):
+            gate.gate(0.98, _tone(-45), in_turn=True)
+        return gate
+
+    plain = heard(QuietGate(1.0, depth_db=20.0))
+    assert plain.quiet_level() == pytest.approx(-65.0, abs=0.1)  # under the background: shut
+    assert plain.gate(0.8, _tone(-59), in_turn=True) == 0.8
+    low = heard(QuietGate(1.0, depth_db=20.0, low_snr_margin_db=3.0))
+    assert low.quiet_level() == pytest.approx(-57.0, abs=0.1)  # background + 3
+    assert low.gate(0.8, _tone(-59), in_turn=True) == 0.0
+    assert low.gate(0.8, _tone(-50), in_turn=True) == 0.8  # soft speech stays speech
+    # with enough SNR the margin changes nothing
+    assert _trained_gate(1.0, 20.0).quiet_level() == heard_deep().quiet_level()
+    with pytest.raises(ValueError):
+        QuietGate(1.0, low_snr_margin_db=7.0)
+
+
+def heard_deep() -> QuietGate:
+    gate = QuietGate(1.0, depth_db=20.0, low_snr_margin_db=3.0)
+    for _ in range(10):
+        gate.gate(0.05, _tone(-60), in_turn=False)
+    for _ in range(10):
+        gate.gate(0.98, _tone(-20), in_turn=True)
+    return gate
