@@ -81,3 +81,16 @@ def test_late_tier_fires_on_a_less_sure_head_after_a_long_silence() -> None:
     assert s["p50"] == pytest.approx(24 * 32.0)
     assert s["incomplete_fire"] == 1.0  # answered before the 1.5 s fallback
     assert score([complete, incomplete], 0.9, 2)["incomplete_fire"] == 0.0
+
+
+def test_the_within_objective_prefers_more_answers_in_200_ms_over_a_lower_median() -> None:
+    from models.training.eot_tune import objective
+
+    fast = {"within200": 0.65, "p50": 115.0, "p95": 1529.0}
+    sure = {"within200": 0.76, "p50": 141.0, "p95": 1515.0}
+    assert objective(fast) < objective(sure)  # delay: the lower median wins
+    assert objective(sure, "within") < objective(fast, "within")
+    tie = dict(sure, p50=200.0)
+    assert objective(sure, "within") < objective(tie, "within")  # ties go to the faster rule
+    with pytest.raises(ValueError):
+        objective(sure, "fastest")
