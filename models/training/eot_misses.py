@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 
 from models.fused import DEFAULT_BUNDLE, FusedModel
-from models.training.eot_tune import Trace, fire_window, load_items, score, trace_item
+from models.training.eot_tune import WIN, Trace, fire_window, load_items, score, trace_item
 
 CLASSES = ("within", "early", "slow_pause", "unsure", "other")
-WIN = 512  # Silero window, 32 ms at 16 kHz
 
 
 def classify(tr: Trace, threshold: float, min_silence: int, within_ms: float = 200.0) -> str:

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"{head} eval | " + row(score(etr, thr, sil)))
     if not cands:
         raise SystemExit("no rule met the limits")
-    obj, tail, (gate, depth), thr, sil, s, etr, dtr = min(cands, key=lambda c: c[0])
+    _, tail, (gate, depth), thr, sil, s, etr, dtr = min(cands, key=lambda c: c[0])
     es = score(etr, thr, sil)
     table_end = len(lines)
     lines += ["", f"Chosen on dev: lookahead {tail:.0f} ms, level gate {gname(gate, depth)}, threshold {thr}, "
@@ -381,8 +381,8 @@ def main(argv: list[str] | None = None) -> None:
             sl = score(dtr, thr, sil, (lt, ls))
             if (within_limits(sl, base_dev, args.absolute_caps)
                     and sl["incomplete_fire"] <= s["incomplete_fire"] + LATE_INCOMPLETE_SLACK
-                    and sl["p50"] + sl["p95"] / 4 < best_obj):  # fmt: skip
-                late, best_obj = (lt, ls), sl["p50"] + sl["p95"] / 4
+                    and objective(sl) < best_obj):  # fmt: skip
+                late, best_obj = (lt, ls), objective(sl)
     if late is not None:
         ld, le = score(dtr, thr, sil, late), score(etr, thr, sil, late)
         head = (f"| {tail:.0f} | {gname(gate, depth)} | {thr}, late {late[0]} | {sil * 32}, "
