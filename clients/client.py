@@ -267,6 +267,7 @@ class RejoinderClient:
         self.dropped_audio_messages = 0  # audio of a response that is not current
         self.positions_sent: list[tuple[float, int, float]] = []  # (t, response_id, played_ms)
         self.sent_ms = 0.0  # the session's input timeline, as sent
+        self.sent_samples = 0  # samples sent, at the rates they were sent at
         self._ws: ClientConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._cond = asyncio.Condition()
@@ -542,6 +543,7 @@ class RejoinderClient:
                 await self._send(data)
                 report.lateness_s.append(time.perf_counter() - due)
                 report.samples += n
+                self.sent_samples += n
                 self.sent_ms += n * 1000.0 / report.rate
 
     # ---- turns ----------------------------------------------------------------
@@ -583,12 +585,16 @@ class RejoinderClient:
         max_reply_s: float = 30.0,
         barge_in: np.ndarray | None = None,
         barge_in_after_ms: float = 300.0,
+        align_to: int = 0,
     ) -> Turn:
         """Say ``audio`` like a live microphone and measure the reply.
 
         Sends at least ``lead_silence_s`` of silence, the utterance, then
         silence until the reply has been played to the end, or until
         ``reply_timeout_s`` passes with no reply (``max_reply_s`` at most).
+        With ``align_to`` (samples at the input rate), the lead grows until ``audio``
+        starts at a multiple of it on the session's input timeline, so the server
+        frames the same audio the same way whatever was sent before it.
         With ``barge_in``, that second utterance starts once
         ``barge_in_after_ms`` of the reply has played; the result's
         ``barge_in`` then holds the stop latency and the reply to it.
@@ -597,6 +603,8 @@ class RejoinderClient:
         x = self._input_audio(audio, rate)
         start, end = speech_bounds(x, in_rate)
         lead = max(0, round(lead_silence_s * in_rate) - start)
+        if align_to > 0:
+            lead += -(self.sent_samples + lead) % align_to
         x = np.concatenate([np.zeros(lead, np.float32), x])
         end += lead
         b = None if barge_in is None else self._input_audio(barge_in, rate)

@@ -36,6 +36,8 @@ from clients.client import LEAD_SILENCE_S, RejoinderClient, Turn, connect
 from clients.groundtruth import speech_bounds
 from models.domain import key_word_hit, text_success
 from streaming.audio import resample
+from streaming.vad import SAMPLE_RATE as VAD_RATE
+from streaming.vad import WINDOW as VAD_WINDOW
 
 TURN_TIMEOUT_S = 90.0
 SETTLE_LIMIT_S = 30.0
@@ -180,8 +182,12 @@ async def run_session(
                 audio = ts.audio(cid)
                 barge = ts.barge_audio(cid)
                 async with asyncio.timeout(TURN_TIMEOUT_S):
+                    # Each case starts on the server's VAD window grid: the model then frames
+                    # it the same way at every concurrency and in any case order (how long
+                    # the last reply played no longer shifts it; NOTES.md "bench alignment").
                     turn = await client.turn(
-                        audio, case.rate, barge_in=barge, barge_in_after_ms=case.barge_after_ms or 300.0
+                        audio, case.rate, barge_in=barge, barge_in_after_ms=case.barge_after_ms or 300.0,
+                        align_to=VAD_WINDOW * client.input_rate // VAD_RATE,
                     )
                 rec = record_of(case, audio, turn, job, k, client.input_rate, origin)
                 silent_at = await settle(client)

@@ -117,6 +117,28 @@ async def test_stream_paces_any_async_iterator_of_frames(echo_server: Any) -> No
         assert err.value.code == "unknown_pipeline"
 
 
+@needs_espeak
+async def test_turn_can_start_its_audio_on_a_grid(echo_server: Any) -> None:
+    """``align_to``: the utterance starts at a multiple of it on the session's input
+    timeline (at least the usual lead first), whatever was sent before."""
+    q = say("yes")
+    s0, s1 = speech_bounds(q, 16000)
+    async with connect(echo_server.url, session={"pipeline": "echo"}) as c:
+        await c.stream(np.zeros(1001, np.float32))
+        assert c.sent_samples == 1001
+        plain = await c.turn(q, 16000)
+        before = c.sent_samples
+        aligned = await c.turn(q, 16000, align_to=512)
+
+    def audio_start(turn: Turn) -> int:  # where ``q`` began on the session's timeline
+        return round(turn.speech_end_ms * 16) - s1
+
+    assert audio_start(plain) == 1001 + round(0.3 * 16000) - s0  # no grid: right after the lead
+    assert audio_start(aligned) % 512 == 0 and audio_start(aligned) % 512 != audio_start(plain) % 512
+    assert audio_start(aligned) - before >= round(0.3 * 16000) - s0  # the lead is never shorter
+    assert aligned.status == "completed"
+
+
 async def test_full_server_is_a_clear_connect_error(start_server_with: Callable[..., Any]) -> None:
     rs, stop = await start_server_with(max_sessions=1)
     try:
