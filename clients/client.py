@@ -586,6 +586,7 @@ class RejoinderClient:
         barge_in: np.ndarray | None = None,
         barge_in_after_ms: float = 300.0,
         align_to: int = 0,
+        align_phase: int = 0,
     ) -> Turn:
         """Say ``audio`` like a live microphone and measure the reply.
 
@@ -593,8 +594,9 @@ class RejoinderClient:
         silence until the reply has been played to the end, or until
         ``reply_timeout_s`` passes with no reply (``max_reply_s`` at most).
         With ``align_to`` (samples at the input rate), the lead grows until ``audio``
-        starts at a multiple of it on the session's input timeline, so the server
-        frames the same audio the same way whatever was sent before it.
+        starts ``align_phase`` samples past a multiple of it on the session's input
+        timeline, so the server frames the same audio the same way whatever was sent
+        before it.
         With ``barge_in``, that second utterance starts once
         ``barge_in_after_ms`` of the reply has played; the result's
         ``barge_in`` then holds the stop latency and the reply to it.
@@ -604,7 +606,7 @@ class RejoinderClient:
         start, end = speech_bounds(x, in_rate)
         lead = max(0, round(lead_silence_s * in_rate) - start)
         if align_to > 0:
-            lead += -(self.sent_samples + lead) % align_to
+            lead += (align_phase - self.sent_samples - lead) % align_to
         x = np.concatenate([np.zeros(lead, np.float32), x])
         end += lead
         b = None if barge_in is None else self._input_audio(barge_in, rate)

@@ -113,6 +113,8 @@ class FusedState:
     eot_logit: float = -20.0  # the head at the last ingested step
     pause_at: int = -1  # the position ``pause_logit`` was read at (-1: not yet)
     pause_logit: float = -20.0  # the head on a ``<pause>`` step after the steps so far
+    pause_frames: int = -1  # ``frames`` when ``pause_logit`` was read (a probe that hears)
+    last_hidden: np.ndarray | None = None  # the encoder state of the latest frame
     user_ids: list[int] = field(default_factory=list)  # greedy pieces heard (transcript)
     reply_ids: list[int] = field(default_factory=list)
     replying: bool = False
@@ -219,6 +221,9 @@ class FusedModel:
         #: the special token whose step asks the head "the user went quiet here: done?"
         #: (``end_of_turn.pause_token``; None: the head is read at the last heard piece)
         self.pause_id: int | None = None
+        #: the probe also gets the latest encoder state (``end_of_turn.pause_hears``): how
+        #: the speech stopped, not only the words
+        self.pause_hears = bool(eot_cfg.get("pause_hears", False))
         #: the server's late tier: head threshold after a silence longer than any pause (0: off)
         self.late_threshold = float(eot_cfg.get("late_threshold", 0.0))
         self.late_silence_ms = float(eot_cfg.get("late_silence_ms", 768.0))
@@ -292,7 +297,8 @@ class FusedModel:
         st.last_emit_frame = -1
         st.user_ids = []
         st.reply_ids = []
-        st.pause_at = -1
+        st.pause_at = st.pause_frames = -1
+        st.last_hidden = None
         st.replying = st.finished = False
         st._next = None
         logits, eot = self._lm_step(st, self._onehot[[self._ids["<bos>"], self._ids["<user>"]]],
@@ -337,6 +343,7 @@ class FusedModel:
             None, {"mel": buf[None, :n], "state": st.enc_state}
         )
         logits, hidden = logits[0], hidden[0]
+        st.last_hidden = hidden[-1]
         top = logits.argmax(-1)
         for i in range(len(top)):
             t = int(top[i])
@@ -377,9 +384,11 @@ class FusedModel:
         when the bundle has one (a probe: ``st`` keeps no trace of it), else at the last step."""
         if self.pause_id is None or st.position + 1 > self.max_seq_len:
             return st.eot_logit
-        if st.pause_at != st.position:
-            _, eot, _, _ = self._run_lm(st, self._onehot[[self.pause_id]], np.zeros((1, self.enc_dim), np.float32))
-            st.pause_logit, st.pause_at = float(eot[0, -1]), st.position
+        h = st.last_hidden if self.pause_hears else None
+        if st.pause_at != st.position or (h is not None and st.pause_frames != st.frames):
+            enc = h[None] if h is not None else np.zeros((1, self.enc_dim), np.float32)
+            _, eot, _, _ = self._run_lm(st, self._onehot[[self.pause_id]], enc)
+            st.pause_logit, st.pause_at, st.pause_frames = float(eot[0, -1]), st.position, st.frames
         return st.pause_logit
 
     def head_probability(self, st: FusedState) -> float:
@@ -421,9 +430,12 @@ class FusedModel:
         if st.replying:
             return
         ids = [self._ids["<eot>"], self._ids["<assistant>"]]
+        enc = np.zeros((len(ids) + (self.pause_id is not None), self.enc_dim), np.float32)
         if self.pause_id is not None:
             ids.insert(0, self.pause_id)  # the user went quiet, as in training
-        logits, _ = self._lm_step(st, self._onehot[ids], np.zeros((len(ids), self.enc_dim), np.float32))
+            if self.pause_hears and st.last_hidden is not None:
+                enc[0] = st.last_hidden
+        logits, _ = self._lm_step(st, self._onehot[ids], enc)
         st.replying = True
         st._next = int(logits[-1].argmax())
 

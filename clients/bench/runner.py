@@ -18,6 +18,7 @@ cases the client's own speech detection would see the noise.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import multiprocessing as mp
 import time
@@ -142,6 +143,11 @@ def _error_record(case: Case, job: RoundJob, session: int, error: str, t: float)
     )  # fmt: skip
 
 
+def case_phase(case_id: str, grid: int) -> int:
+    """A case's fixed offset on the server's frame grid, spread over the cases."""
+    return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:4], "big") % grid
+
+
 async def settle(client: RejoinderClient, limit_s: float = SETTLE_LIMIT_S) -> float | None:
     """Keep the microphone open (silence) until the loudspeaker is quiet; returns when it fell silent.
 
@@ -182,12 +188,15 @@ async def run_session(
                 audio = ts.audio(cid)
                 barge = ts.barge_audio(cid)
                 async with asyncio.timeout(TURN_TIMEOUT_S):
-                    # Each case starts on the server's VAD window grid: the model then frames
-                    # it the same way at every concurrency and in any case order (how long
-                    # the last reply played no longer shifts it; NOTES.md "bench alignment").
+                    # Each case starts at its own fixed phase of the server's VAD window grid:
+                    # the model then frames it the same way at every concurrency and in any
+                    # case order (how long the last reply played no longer shifts it), and
+                    # the phases stay spread over the cases as a live microphone's would
+                    # (NOTES.md, "bench alignment").
+                    grid = VAD_WINDOW * client.input_rate // VAD_RATE
                     turn = await client.turn(
                         audio, case.rate, barge_in=barge, barge_in_after_ms=case.barge_after_ms or 300.0,
-                        align_to=VAD_WINDOW * client.input_rate // VAD_RATE,
+                        align_to=grid, align_phase=case_phase(case.id, grid),
                     )
                 rec = record_of(case, audio, turn, job, k, client.input_rate, origin)
                 silent_at = await settle(client)

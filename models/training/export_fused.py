@@ -60,7 +60,8 @@ def load_trained(runs: Path = RUNS) -> dict[str, Any]:
     out: dict[str, Any] = {"cfg": cfg, "lm_cfg": lm_cfg, "encoder": enc.eval(), "lm": lm.eval(),
                            "tokenizer": enc_ck["tokenizer"], "warmup": enc_ck.get("warmup"),
                            "eot": lm_ck.get("eot_tuning", {"threshold": 0.5, "min_gap_ms": 80.0}),
-                           "pause_token": lm_ck.get("pause_token")}  # fmt: skip
+                           "pause_token": lm_ck.get("pause_token"),
+                           "pause_hears": bool(lm_ck.get("pause_hears"))}  # fmt: skip
     a_path = runs / "audio_final.pt"
     if a_path.exists():
         a_ck = torch.load(a_path, weights_only=False)
@@ -195,7 +196,8 @@ def write_bundle(
             {k: float(v) for k, v in m.get("eot", {}).items() if k in ("threshold", "min_gap_ms")}
             or {"threshold": 0.5, "min_gap_ms": 80.0}
         )
-        | ({"pause_token": m["pause_token"]} if m.get("pause_token") else {}),
+        | ({"pause_token": m["pause_token"]} if m.get("pause_token") else {})
+        | ({"pause_hears": True} if m.get("pause_token") and m.get("pause_hears") else {}),
         "fused": cfg.to_dict(),
         "weights_storage": "fp16 (computed in fp32)" if fp16 else "fp32",
     }

@@ -125,6 +125,7 @@ def load_bundle(bundle: Path) -> dict[str, Any]:
         "tokenizer": json.loads((bundle / conf_file(man, "tokenizer")).read_text()),
         "warmup": conf["encoder"].get("warmup"), "eot": dict(conf["end_of_turn"]),
         "pause_token": conf["end_of_turn"].get("pause_token"),
+        "pause_hears": bool(conf["end_of_turn"].get("pause_hears")),
     }  # fmt: skip
     if "audio_text" in man["graphs"]:
         m["audio_text"] = AudioText(cfg).eval()

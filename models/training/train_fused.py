@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from models.domain import answer_sentences, audio_heldout_answers, core_length, normalize
-from models.features import LogMel
+from models.features import N_MELS, LogMel
 from models.fused import warm_audio
 from models.tokenizer import Tokenizer
 from models.training.fused import (
@@ -309,6 +309,48 @@ def extract_steps(enc: Encoder, items: list[dict[str, Any]], augment: bool, seed
     return out
 
 
+def probe_states(enc: Encoder, items: list[dict[str, Any]], warm: np.ndarray | None,
+                 look_ms: float, seed: int) -> list[tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+    """Per item, what a ``<pause>`` probe that hears the encoder (``--pause-hears``) gets at
+    run time: the last encoder state of a lookahead copy (:meth:`FusedModel.lookahead`) that
+    heard the speech up to ``s`` of real silence (drawn from 32-400 ms), then ``look_ms``
+    of its quietest recent background. One at the speech end (for the full row), and one in
+    the mid-question pause, if any (for the truncated row; never past the pause's end).
+    The caches hold log-mel frames (10 ms), so the background is the quietest of the last
+    6 frames, repeated; ends and pauses get the same construction, so it tells them apart
+    by nothing but the speech before it."""
+    rng, hop, stack = np.random.default_rng(seed), 160, enc.cfg.stack
+    n_tail = int(round(look_ms / 10))
+    head = np.zeros((0, N_MELS), np.float32) if warm is None else warm.astype(np.float32)
+
+    def probe_mel(mel: np.ndarray, cut: int) -> np.ndarray:
+        m = mel[: max(1, cut // hop)].astype(np.float32)
+        quiet = m[-6:][int(m[-6:].mean(1).argmin())]
+        return _trim4(np.concatenate([head, m, np.tile(quiet, (n_tail, 1))]), stack)
+
+    jobs: list[tuple[int, int, np.ndarray]] = []  # (item, 0 end / 1 pause, mel)
+    for i, it in enumerate(items):
+        s = int(rng.uniform(32, 400) * 16)
+        jobs.append((i, 0, probe_mel(it["mel"], it["end"] + s)))
+        if it.get("pause") is not None:
+            p0, p1 = it["pause"]
+            jobs.append((i, 1, probe_mel(it["mel"], min(p0 + s, p1))))
+    got: dict[tuple[int, int], np.ndarray] = {}
+    order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][2]))
+    with torch.no_grad():  # causal: zeros after an item's end change none of its states
+        for b in range(0, len(order), 128):
+            batch = [jobs[j] for j in order[b : b + 128]]
+            x = np.zeros((len(batch), max(len(m) for _, _, m in batch), N_MELS), np.float32)
+            for k, (_, _, m) in enumerate(batch):
+                x[k, : len(m)] = m
+            _, h, _ = enc(torch.from_numpy(x), enc.empty_state(len(batch)))
+            for k, (i, kind, m) in enumerate(batch):
+                got[i, kind] = h[k, len(m) // stack - 1].half().numpy()
+            if (b // 128 + 1) % 50 == 0:
+                print(f"  probe states {b + len(batch)}/{len(jobs)}", flush=True)
+    return [(got[i, 0], got.get((i, 1))) for i in range(len(items))]
+
+
 def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = "complete",
                ) -> np.ndarray:  # fmt: skip
     """End-of-turn label per heard piece ``ids`` of the question ``text``.
@@ -406,7 +448,8 @@ def augment_row(r: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
 
 
 def pause_rows(r: dict[str, Any], it: dict[str, Any], pause_id: int, look_ms: float,
-               frame_samples: int = 640) -> list[dict[str, Any]]:  # fmt: skip
+               frame_samples: int = 640,
+               probe: tuple[np.ndarray, np.ndarray | None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """The pause steps of one labelled speech row (its ``"eot"`` set), as the run time reads them.
 
     The server reads the end-of-turn head on a ``<pause>`` step after the pieces heard so
@@ -416,8 +459,11 @@ def pause_rows(r: dict[str, Any], it: dict[str, Any], pause_id: int, look_ms: fl
     pieces emitted up to ``look_ms`` into the pause (what the server's lookahead copy has
     heard; never past the pause's end), then the pause step, labelled as the last of them
     ("what is seven plus" 0, "what is one times zero" before "please" 1). The truncated row
-    has no answer and its pieces are not labelled again."""
+    has no answer and its pieces are not labelled again. With ``probe`` (:func:`probe_states`)
+    each pause step also gets the encoder state the run time's probe hears there."""
     out = [dict(r, pause=pause_id, pause_eot=1.0 if r["complete"] else 0.0)]
+    if probe is not None:
+        out[0]["pause_hid"] = probe[0]
     if it.get("pause") is not None and r["n_q"]:
         p0, p1 = it["pause"]
         cut = min(p0 + look_ms * 16, p1)  # samples at 16 kHz
@@ -426,6 +472,8 @@ def pause_rows(r: dict[str, Any], it: dict[str, Any], pause_id: int, look_ms: fl
             out.append(dict(r, probs=r["probs"][:k], hid=r["hid"][:k], n_q=k, frames=r["frames"][:k],
                             eot=np.full(k, -1.0, np.float32), tail=[], complete=False,
                             pause=pause_id, pause_eot=max(0.0, float(r["eot"][k - 1]))))  # fmt: skip
+            if probe is not None and probe[1] is not None:
+                out[-1]["pause_hid"] = probe[1]
     return out
 
 
@@ -458,6 +506,8 @@ def make_lm_batch(rows: list[dict[str, Any]], vocab: int, enc_dim: int,
         if "pause" in r:
             probs[i, t0, r["pause"]] = 1.0
             eot[i, t0] = r["pause_eot"]
+            if "pause_hid" in r:  # --pause-hears: the probe's own encoder state
+                enc[i, t0] = torch.from_numpy(r["pause_hid"].astype(np.float32))
             t0 += 1
         tail = r["tail"]
         for j, tid in enumerate(tail[:-1]):
@@ -494,8 +544,17 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
             r["eot"] = break_pause_labels(r["eot"], r["frames"], it["pause"][1])
     if args.pause_token:
         pid = tok.special(args.pause_token)
+        probes: list[Any] = [None] * len(items)
+        if getattr(args, "pause_hears", False):
+            pcache = RUNS / f"probe_{tag}_{args.pause_lookahead_ms:g}{'_warm' if warm is not None else ''}.pt"
+            if pcache.exists():
+                probes = torch.load(pcache, weights_only=False)
+            else:
+                probes = probe_states(enc, items, warm, args.pause_lookahead_ms, args.seed)
+                save_atomic(probes, pcache)
         rows = [p for k, r in enumerate(rows)
-                for p in pause_rows(r, items[k % len(items)], pid, args.pause_lookahead_ms)
+                for p in pause_rows(r, items[k % len(items)], pid, args.pause_lookahead_ms,
+                                    probe=probes[k % len(items)])
                 if truncated or p["tail"]]  # fmt: skip
     return rows
 
@@ -613,7 +672,8 @@ def train_lm(args: argparse.Namespace) -> None:
     log(f"GATE3 dev[train voices] answer exact {acc:.3f}", stage)
     tuning = tune_eot(model, dev_rows, dev_items, lm_cfg.vocab_size, cfg.enc_dim, stage)
     save_atomic({"model": model.state_dict(), "cfg": cfg.to_dict(), "lm_cfg": lm_cfg.to_dict(),
-                 "eot_tuning": tuning, "dev_accuracy": acc, "pause_token": args.pause_token},
+                 "eot_tuning": tuning, "dev_accuracy": acc, "pause_token": args.pause_token,
+                 "pause_hears": bool(args.pause_token and args.pause_hears)},
                 RUNS / f"{stage}_final.pt")  # fmt: skip
 
 
@@ -878,6 +938,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pause-token", default=None,
                     help="stage 3: read the end-of-turn head on this special token, a step the "
                          "run time adds when the user is silent (pause_rows; e.g. <reserved_0>)")
+    ap.add_argument("--pause-hears", action="store_true",
+                    help="stage 3: the pause step also gets the encoder state the run time's probe "
+                         "hears (probe_states), so the head can use how the speech stopped")
     ap.add_argument("--eot-teacher", type=Path, default=None,
                     help="stage 3: end-of-turn targets are this stage-3 checkpoint's head "
                          "probabilities (e.g. lm_init.pt: fine-tune the text, keep the end of turn)")

@@ -164,3 +164,12 @@ def test_training_voice_entries_map_to_espeak_voices_and_skip_flite() -> None:
     assert v == _voice_from(Entry("espeak", "en-029+m3"))  # fixed speed and pitch
     assert _voice_from(Entry("flite", "rms")) is None
     assert _voice_from({"engine": "festival", "name": "kal"}) is None
+
+
+def test_each_case_has_its_own_fixed_phase_on_the_server_grid() -> None:
+    from clients.bench.runner import case_phase
+
+    phases = [case_phase(f"c{i:04d}-normal", 512) for i in range(60)]
+    assert phases == [case_phase(f"c{i:04d}-normal", 512) for i in range(60)]  # the same every run
+    assert all(0 <= p < 512 for p in phases) and len(set(phases)) > 45  # spread, not one phase
+    assert len({p % 160 for p in phases}) > 30  # and not on the 10 ms grid of the ground truth

@@ -137,6 +137,10 @@ async def test_turn_can_start_its_audio_on_a_grid(echo_server: Any) -> None:
     assert audio_start(aligned) % 512 == 0 and audio_start(aligned) % 512 != audio_start(plain) % 512
     assert audio_start(aligned) - before >= round(0.3 * 16000) - s0  # the lead is never shorter
     assert aligned.status == "completed"
+    async with connect(echo_server.url, session={"pipeline": "echo"}) as c:
+        await c.stream(np.zeros(333, np.float32))
+        shifted = await c.turn(q, 16000, align_to=512, align_phase=100)
+    assert audio_start(shifted) % 512 == 100
 
 
 async def test_full_server_is_a_clear_connect_error(start_server_with: Callable[..., Any]) -> None:

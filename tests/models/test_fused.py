@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.bundle import BundleError  # noqa: E402
-from models.fused import FusedModel, look_tail  # noqa: E402
+from models.fused import FusedModel, FusedState, look_tail  # noqa: E402
 from models.tokenizer import train_bpe  # noqa: E402
 from models.training.export_fused import AudioFramesOut, write_bundle  # noqa: E402
 from models.training.fused import (  # noqa: E402
@@ -214,6 +214,26 @@ def test_pause_rows_put_a_labelled_pause_step_where_the_run_time_reads_the_head(
     assert len(pause_rows(row, {"pause": (100, 600)}, pid, 0.0)) == 1
 
 
+def test_pause_rows_can_give_the_pause_step_the_probe_state() -> None:
+    tok = train_bpe(["what is one times zero please"] * 3, 400)
+    ids = tok.encode("what is one times zero please")
+    n, v, pid = len(ids), tok.vocab_size, tok.special("<reserved_0>")
+    row = lm_sequence(tok, (np.eye(v, dtype=np.float16)[ids], np.ones((n, 8), np.float16),
+                            np.array([10, 14, 18, 22, 26, 40])), "Zero.", True)  # fmt: skip
+    row["eot"] = eot_labels(tok, ids, "what is one times zero please", True)
+    at_end, at_pause = np.full(8, 2.0, np.float16), np.full(8, 3.0, np.float16)
+    full, cut = pause_rows(row, {"pause": (17000, 24000)}, pid, 400.0, probe=(at_end, at_pause))
+    _, enc, _, _ = make_lm_batch([full, cut], v, 8)
+    nh = len(row["head"])
+    assert (enc[0, nh + n] == 2.0).all() and (enc[1, nh + 5] == 3.0).all()  # the pause steps
+    assert (enc[0, nh : nh + n] == 1.0).all() and (enc[0, nh + n + 1 :] == 0.0).all()
+    # an item without a pause has no pause state; the plain rows keep a zero pause step
+    (only,) = pause_rows(row, {"pause": None}, pid, 400.0, probe=(at_end, None))
+    assert (make_lm_batch([only], v, 8)[1][0, nh + n] == 2.0).all()
+    (plain,) = pause_rows(row, {"pause": None}, pid, 400.0)
+    assert (make_lm_batch([plain], v, 8)[1][0, nh + n] == 0.0).all()
+
+
 def test_regulator() -> None:
     idx, pos = regulate_indices([2, 0, 1])
     assert idx == [0, 0, 2]
@@ -374,6 +394,51 @@ def test_pause_step_is_a_probe_and_opens_the_reply(parts: dict, tmp_path: Path) 
     assert st._next == int(logits[0, -1].argmax())
     fm.reset_turn(st)
     assert st.pause_at == -1 and fm.head_probability(st) == 0.0
+
+
+def test_pause_probe_that_hears_reads_the_latest_encoder_state(parts: dict, tmp_path: Path) -> None:
+    write_bundle(parts | {"pause_token": "<reserved_0>", "pause_hears": True}, tmp_path / "h",
+                 codec_bundle="no-codec", fp16=False)  # fmt: skip
+    fm, deaf = FusedModel(tmp_path / "h"), FusedModel(tmp_path / "h")
+    assert fm.bundle.config["end_of_turn"]["pause_hears"] is True and fm.pause_hears
+    deaf.pause_hears = False
+    st = fm.new_state()
+    fm.push_text(st, "what is seven plus five")
+    def fresh(st: FusedState) -> FusedState:  # a copy with no cached probe reading
+        c = fm.clone_state(st)
+        c.pause_at = -1
+        return c
+
+    p0 = fm.head_probability(st)  # no audio yet: a zero state, as a deaf probe reads it
+    assert st.last_hidden is None and p0 == pytest.approx(deaf.head_probability(fresh(st)))
+    h = np.random.default_rng(0).standard_normal(fm.enc_dim).astype(np.float32)
+    st.last_hidden, st.frames = h, st.frames + 1  # as push_audio leaves it after a quiet frame
+    p = fm.head_probability(st)
+    lm, tok = parts["lm"], fm.tok
+    ids = [tok.special("<bos>"), tok.special("<user>")] + st.user_ids + [tok.special("<reserved_0>")]
+    x = torch.nn.functional.one_hot(torch.tensor([ids]), fm.vocab).float()
+    enc = torch.zeros(1, len(ids), fm.enc_dim)
+    enc[0, -1] = torch.from_numpy(h)
+    with torch.no_grad():
+        _, eot, _ = lm(x, enc)
+    assert p == pytest.approx(float(torch.sigmoid(eot[0, -1])), abs=1e-5)
+    assert p != pytest.approx(p0, abs=1e-6)
+    assert deaf.head_probability(fresh(st)) == pytest.approx(p0)  # the deaf probe ignores it
+    st.last_hidden = np.zeros_like(h)  # read once per frame: the same frame keeps its reading
+    assert fm.head_probability(st) == p
+    st.last_hidden = h
+    fm.start_reply(st)  # the reply's <pause> step hears the same state
+    x = torch.nn.functional.one_hot(
+        torch.tensor([ids + [tok.special("<eot>"), tok.special("<assistant>")]]), fm.vocab
+    ).float()
+    enc = torch.cat([enc, torch.zeros(1, 2, fm.enc_dim)], 1)
+    with torch.no_grad():
+        logits, _, _ = lm(x, enc)
+    assert st._next == int(logits[0, -1].argmax())
+    fm.reset_turn(st)
+    assert st.last_hidden is None
+    fm.push_audio(st, np.random.default_rng(1).standard_normal(4000).astype(np.float32) * 0.1)
+    assert st.last_hidden is not None and st.last_hidden.shape == (fm.enc_dim,)
 
 
 def test_unknown_pause_token_is_a_bundle_error(parts: dict, tmp_path: Path) -> None:
