@@ -77,6 +77,20 @@ def run_item(fm: FusedModel, it: dict[str, Any], threshold: float,
             "ok": normalize(reply) == normalize(it["answer"]), "head": head}  # fmt: skip
 
 
+def shift_item(it: dict[str, Any], k: int) -> dict[str, Any]:
+    """``it`` with its first ``k`` samples dropped (inside the leading silence: speech,
+    pause and label positions move with the audio); the log-mel cache is dropped too."""
+    if k == 0:
+        return it
+    if not 0 < k < min(2400, int(it["start"])):
+        raise ValueError(f"shift {k} must be in (0, min(2400, speech start {it['start']}))")
+    out = dict(it, pcm=it["pcm"][k:], start=it["start"] - k, end=it["end"] - k)
+    out.pop("mel", None)
+    if it.get("pause") is not None:
+        out["pause"] = (it["pause"][0] - k, it["pause"][1] - k)
+    return out
+
+
 def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
     """The end-of-turn rule the server runs (Silero VAD + lookahead head, the manifest's
     ``end_of_turn``), traced as in ``models.training.eot_tune``."""
@@ -294,13 +308,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-gap-ms", type=float, default=None, help="default: the bundle's")
     ap.add_argument("--no-audio", action="store_true")
     ap.add_argument("--report", type=Path, default=Path("reports/fused_eval.md"))
+    ap.add_argument("--shift-samples", type=int, default=0,
+                    help="drop this many leading samples of every item (0-2399: inside its "
+                         "leading silence), to see how the encoder's frame phase moves the figures")
     ap.add_argument("--parity-only", action="store_true")
     ap.add_argument("--runs", type=Path, default=None, help="parity: checkpoint folder (runs/fused)")
     args = ap.parse_args(argv)
     fm = FusedModel(args.bundle, FusedOptions(min_gap_ms=args.min_gap_ms))
-    items = list(np.load(args.speech, allow_pickle=True))[: args.limit]
+    items = [shift_item(it, args.shift_samples)
+             for it in list(np.load(args.speech, allow_pickle=True))[: args.limit]]  # fmt: skip
     lines = [f"# Fused model eval ({fm.bundle.root}, {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPUs, 1 ORT thread)", ""]  # fmt: skip
+    if args.shift_samples:
+        lines += [f"Every item starts {args.shift_samples} samples later into its audio "
+                  "(`--shift-samples`).", ""]  # fmt: skip
     if args.parity_only:
         print("\n".join(parity(fm, items, args.runs)))
         return

@@ -328,25 +328,27 @@ def probe_states(enc: Encoder, items: list[dict[str, Any]], warm: np.ndarray | N
         quiet = m[-6:][int(m[-6:].mean(1).argmin())]
         return _trim4(np.concatenate([head, m, np.tile(quiet, (n_tail, 1))]), stack)
 
-    jobs: list[tuple[int, int, np.ndarray]] = []  # (item, 0 end / 1 pause, mel)
+    jobs: list[tuple[int, int, int, int]] = []  # (length, item, 0 end / 1 pause, cut sample)
     for i, it in enumerate(items):
         s = int(rng.uniform(32, 400) * 16)
-        jobs.append((i, 0, probe_mel(it["mel"], it["end"] + s)))
+        cuts = [it["end"] + s]
         if it.get("pause") is not None:
-            p0, p1 = it["pause"]
-            jobs.append((i, 1, probe_mel(it["mel"], min(p0 + s, p1))))
+            cuts.append(min(it["pause"][0] + s, it["pause"][1]))
+        for kind, cut in enumerate(cuts):
+            n = min(len(it["mel"]), max(1, cut // hop))
+            jobs.append(((len(head) + n + n_tail) // stack * stack, i, kind, cut))
+    jobs.sort(reverse=True)  # longest first: later batches fit in memory already freed
     got: dict[tuple[int, int], np.ndarray] = {}
-    order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][2]))
     with torch.no_grad():  # causal: zeros after an item's end change none of its states
-        for b in range(0, len(order), 128):
-            batch = [jobs[j] for j in order[b : b + 128]]
-            x = np.zeros((len(batch), max(len(m) for _, _, m in batch), N_MELS), np.float32)
-            for k, (_, _, m) in enumerate(batch):
-                x[k, : len(m)] = m
+        for b in range(0, len(jobs), 128):
+            batch = jobs[b : b + 128]
+            x = np.zeros((len(batch), batch[0][0], N_MELS), np.float32)
+            for k, (n, i, _, cut) in enumerate(batch):
+                x[k, :n] = probe_mel(items[i]["mel"], cut)
             _, h, _ = enc(torch.from_numpy(x), enc.empty_state(len(batch)))
-            for k, (i, kind, m) in enumerate(batch):
-                got[i, kind] = h[k, len(m) // stack - 1].half().numpy()
-            if (b // 128 + 1) % 50 == 0:
+            for k, (n, i, kind, _) in enumerate(batch):
+                got[i, kind] = h[k, n // stack - 1].half().numpy()
+            if (b // 128 + 1) % 100 == 0:
                 print(f"  probe states {b + len(batch)}/{len(jobs)}", flush=True)
     return [(got[i, 0], got.get((i, 1))) for i in range(len(items))]
 
