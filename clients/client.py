@@ -161,6 +161,7 @@ class Turn:
     send: SendReport = field(repr=False)
     playout: Playout | None = field(repr=False)
     barge_in: BargeIn | None = None
+    lead_samples: int = 0  # silence sent before the utterance (the audio starts there in ``send``)
 
     @property
     def latency_ms(self) -> float | None:
@@ -646,9 +647,12 @@ class RejoinderClient:
 
         await self._send_paced(frames(), report, realtime=True)
         if "barge_index" not in marks:
-            return self._collect(since, None, report, end)
+            only = self._collect(since, None, report, end)
+            only.lead_samples = lead
+            return only
         assert b_bounds is not None
         first = self._collect(since, marks["barge_index"], report, end)
+        first.lead_samples = lead
         second = self._collect(marks["barge_index"], None, report, marks["barge_pos"] + b_bounds[1])
         rid = marks["barge_rid"]
         p = self.loudspeaker.playout(rid)

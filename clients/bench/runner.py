@@ -33,10 +33,8 @@ import numpy as np
 
 from clients.bench.metrics import FAIL_MS, TurnRecord
 from clients.bench.testset import Case, TestSet
-from clients.client import LEAD_SILENCE_S, RejoinderClient, Turn, connect
-from clients.groundtruth import speech_bounds
+from clients.client import RejoinderClient, Turn, connect
 from models.domain import key_word_hit, text_success
-from streaming.audio import resample
 from streaming.vad import SAMPLE_RATE as VAD_RATE
 from streaming.vad import WINDOW as VAD_WINDOW
 
@@ -86,21 +84,19 @@ def make_client(job: RoundJob) -> RejoinderClient:
     return connect(url, token=job.token, session={"pipeline": job.pipeline})
 
 
-def ground_truth_times(case: Case, audio: np.ndarray, turn: Turn, in_rate: int) -> tuple[float, float]:
+def ground_truth_times(case: Case, turn: Turn, in_rate: int) -> tuple[float, float]:
     """(t_speech_start, t_speech_end) of the case's clean ground truth, on the client clock.
 
-    Replays what :meth:`RejoinderClient.turn` did: resample to the session's
-    input rate and prepend silence up to 300 ms before the detected start.
+    The utterance started ``turn.lead_samples`` into the turn's sends (at least 300 ms
+    before its detected start, more when aligned to the server's grid).
     """
-    x = audio if case.rate == in_rate else resample(audio, case.rate, in_rate).astype(np.float32)
-    lead = max(0, round(LEAD_SILENCE_S * in_rate) - speech_bounds(x, in_rate)[0])
-    t = turn.send.t0 + lead / in_rate
+    t = turn.send.t0 + turn.lead_samples / in_rate
     return t + case.speech_start / case.rate, t + case.speech_end / case.rate
 
 
 def record_of(case: Case, audio: np.ndarray, turn: Turn, job: RoundJob, session: int, in_rate: int, origin: float) -> TurnRecord:
     """The :class:`TurnRecord` of one finished turn (times relative to ``origin``)."""
-    t_start, t_end = ground_truth_times(case, audio, turn, in_rate)
+    t_start, t_end = ground_truth_times(case, turn, in_rate)
     latency = None if turn.t_first_reply_audio is None else (turn.t_first_reply_audio - t_end) * 1000
     first = None if turn.t_first_audio is None else (turn.t_first_audio - t_end) * 1000
     p = turn.playout

@@ -173,3 +173,16 @@ def test_each_case_has_its_own_fixed_phase_on_the_server_grid() -> None:
     assert phases == [case_phase(f"c{i:04d}-normal", 512) for i in range(60)]  # the same every run
     assert all(0 <= p < 512 for p in phases) and len(set(phases)) > 45  # spread, not one phase
     assert len({p % 160 for p in phases}) > 30  # and not on the 10 ms grid of the ground truth
+
+
+def test_ground_truth_follows_the_lead_the_turn_really_sent() -> None:
+    """The speech end is placed where the turn put the utterance, padding for the grid included."""
+    from types import SimpleNamespace
+
+    from clients.bench.runner import ground_truth_times
+
+    case = SimpleNamespace(rate=16000, speech_start=8000, speech_end=24000)
+    turn = SimpleNamespace(send=SimpleNamespace(t0=100.0), lead_samples=4800 + 300)
+    start, end = ground_truth_times(case, turn, 16000)  # type: ignore[arg-type]
+    assert start == pytest.approx(100.0 + (5100 + 8000) / 16000)
+    assert end == pytest.approx(100.0 + (5100 + 24000) / 16000)

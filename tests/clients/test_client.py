@@ -136,6 +136,8 @@ async def test_turn_can_start_its_audio_on_a_grid(echo_server: Any) -> None:
     assert audio_start(plain) == 1001 + round(0.3 * 16000) - s0  # no grid: right after the lead
     assert audio_start(aligned) % 512 == 0 and audio_start(aligned) % 512 != audio_start(plain) % 512
     assert audio_start(aligned) - before >= round(0.3 * 16000) - s0  # the lead is never shorter
+    assert aligned.lead_samples == audio_start(aligned) - before  # the ground truth knows it
+    assert plain.lead_samples == round(0.3 * 16000) - s0
     assert aligned.status == "completed"
     async with connect(echo_server.url, session={"pipeline": "echo"}) as c:
         await c.stream(np.zeros(333, np.float32))
