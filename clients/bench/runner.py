@@ -18,7 +18,6 @@ cases the client's own speech detection would see the noise.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import multiprocessing as mp
 import time
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from clients.bench.metrics import FAIL_MS, TurnRecord
-from clients.bench.testset import Case, TestSet
+from clients.bench.testset import Case, TestSet, stable_int
 from clients.client import RejoinderClient, Turn, connect
 from models.domain import key_word_hit, text_success
 from streaming.vad import SAMPLE_RATE as VAD_RATE
@@ -141,7 +140,7 @@ def _error_record(case: Case, job: RoundJob, session: int, error: str, t: float)
 
 def case_phase(case_id: str, grid: int) -> int:
     """A case's fixed offset on the server's frame grid, spread over the cases."""
-    return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:4], "big") % grid
+    return stable_int(case_id, 0, grid - 1)
 
 
 async def settle(client: RejoinderClient, limit_s: float = SETTLE_LIMIT_S) -> float | None:

@@ -112,7 +112,8 @@ DEFAULT_VOICES: tuple[Voice, ...] = (
 )
 
 
-def _stable(key: str, lo: int, hi: int) -> int:
+def stable_int(key: str, lo: int, hi: int) -> int:
+    """An integer in [lo, hi] fixed by ``key`` (the same in every run)."""
     h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
     return lo + h % (hi - lo + 1)
 
@@ -132,7 +133,7 @@ def _voice_from(spec: Any) -> Voice | None:
     if not name:
         return None
     # Fixed, per-voice speed and pitch in the middle of training's ranges.
-    return Voice(f"espeak-{name}", "espeak", name, speed=_stable(name + ":s", 140, 180), pitch=_stable(name + ":p", 35, 65))
+    return Voice(f"espeak-{name}", "espeak", name, speed=stable_int(name + ":s", 140, 180), pitch=stable_int(name + ":p", 35, 65))
 
 
 def heldout_voices() -> tuple[tuple[Voice, ...], str]:

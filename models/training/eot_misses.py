@@ -31,6 +31,7 @@ import numpy as np
 
 from models.fused import DEFAULT_BUNDLE, FusedModel
 from models.training.eot_tune import WIN, Trace, fire_window, load_items, score, trace_item
+from models.training.eval_fused import write_report
 
 CLASSES = ("within", "early", "slow_pause", "unsure", "other")
 
@@ -130,10 +131,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{np.percentile(heads, 10):.2f}, p50 {np.percentile(heads, 50):.2f}, p90 "
                   f"{np.percentile(heads, 90):.2f}.", ""]  # fmt: skip
         lines += [f"- {r[3]:.2f} `{r[2]['text']}` ({r[2]['group']})" for r in unsure[:30]]
-    text = "\n".join(lines) + "\n"
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
-    print(text)
+    write_report(args.report, lines)
 
 
 if __name__ == "__main__":

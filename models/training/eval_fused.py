@@ -77,6 +77,14 @@ def run_item(fm: FusedModel, it: dict[str, Any], threshold: float,
             "ok": normalize(reply) == normalize(it["answer"]), "head": head}  # fmt: skip
 
 
+def write_report(path: Path, lines: list[str]) -> None:
+    """Write a markdown report (one line per item) and print it."""
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)
+
+
 def shift_item(it: dict[str, Any], k: int) -> dict[str, Any]:
     """``it`` with its first ``k`` samples dropped (inside the leading silence: speech,
     pause and label positions move with the audio); the log-mel cache is dropped too."""
@@ -341,10 +349,7 @@ def main(argv: list[str] | None = None) -> None:
             a = np.array(v) * 1000
             lines.append(f"| {k} | {len(a)} | {np.percentile(a, 50):.2f} | {np.percentile(a, 90):.2f} | "
                          f"{a.max():.2f} |")  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
-    print(text)
+    write_report(args.report, lines)
 
 
 if __name__ == "__main__":
