@@ -162,6 +162,7 @@ class Turn:
     playout: Playout | None = field(repr=False)
     barge_in: BargeIn | None = None
     lead_samples: int = 0  # silence sent before the utterance (the audio starts there in ``send``)
+    t_first_reply_audio_strict: float | None = None  # the same, every 10 ms window loud (the rule before 2026-11-29)
 
     @property
     def latency_ms(self) -> float | None:
@@ -673,7 +674,9 @@ class RejoinderClient:
         t_end = report.time_of(end_sample)
         rids = self._responses(start, stop)
         evs = list(self.log[start:stop])
-        onsets = [o for o in (self.replies[r].onset() for r in rids if r in self.replies) if o is not None]
+        heard = [self.replies[r] for r in rids if r in self.replies]
+        onsets = [o for o in (r.onset() for r in heard) if o is not None]
+        strict = [o for o in (r.onset(min_loud=1.0) for r in heard) if o is not None]
         firsts = [t for t in (self.replies[r].first_audio_at for r in rids if r in self.replies) if t is not None]
         rid = rids[-1] if rids else None
         reply = self.replies.get(rid) if rid is not None else None
@@ -702,6 +705,7 @@ class RejoinderClient:
             server_speech_end_ms=float(stopped[-1]["audio_ms"]) if stopped else None,
             t_first_audio=min(firsts) if firsts else None,
             t_first_reply_audio=min(o.received_at for o in onsets) if onsets else None,
+            t_first_reply_audio_strict=min(o.received_at for o in strict) if strict else None,
             send=report,
             playout=None if rid is None else self.loudspeaker.playout(rid),
         )

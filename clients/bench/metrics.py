@@ -57,6 +57,7 @@ class TurnRecord:
     error: str | None = None  # the client could not run the turn (connection lost, refused...)
     latency_ms: float | None = None  # t_first_reply_audio - t_user_speech_end (ground truth)
     first_audio_ms: float | None = None  # same, to the first reply audio of any level
+    latency_strict_ms: float | None = None  # same, onset with every 10 ms window loud (rule before 2026-11-29)
     timings: dict[str, float | None] = field(default_factory=dict)
     speech_end_ms: float | None = None  # ground truth on the session's input timeline
     server_speech_end_ms: float | None = None  # what speech.stopped said
@@ -147,6 +148,20 @@ def latency_percentiles(records: Sequence[TurnRecord]) -> dict[str, float | None
     return out
 
 
+def strict_percentiles(records: Sequence[TurnRecord]) -> dict[str, float | None]:
+    """p50 and p95 with the stricter onset rule used before 2026-11-29 (every 10 ms window loud).
+
+    A turn failed by the main rule counts as it does there; an answered one enters with its
+    strict latency (4000 ms when no stretch was loud enough)."""
+    values: list[float] = []
+    for r in records:
+        v = r.percentile_ms
+        if v is None:
+            continue
+        values.append(v if r.failure is not None else (FAIL_MS if r.latency_strict_ms is None else r.latency_strict_ms))
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95)}
+
+
 def _stage_sort_key(name: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(name), name) if name in STAGE_ORDER else (len(STAGE_ORDER), name)
 
@@ -229,6 +244,7 @@ def summarize(records: Sequence[TurnRecord]) -> dict[str, Any]:
         "turns": len(recs),
         "warmup_turns": len(records) - len(recs),
         "latency_ms": latency_percentiles(recs),
+        "latency_strict_ms": strict_percentiles(recs),
         "failures": sum(f is not None for f in fails),
         "failure_rate": _rate(sum(f is not None for f in fails), len(recs)),
         "failures_by_reason": {k: fails.count(k) for k in reasons},

@@ -115,11 +115,20 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "## Turn latency (ms)", ""]
     lines += _md_table(list(COLUMNS), [_row(c) for c in results["cells"]])
     lines += [
-        "Latency: first audible reply audio (100 ms above -35 dBFS) minus the capture time of the "
-        "last speech sample. A failed turn (no reply within 4 s, an error, a failed response) enters "
-        "the percentiles as 4000 ms; a takeover (reply before the user finished) is a failure and "
-        "stays out of them. p99 needs at least 100 turns. p50 95% CI: bootstrap over this run's "
+        "Latency: first audible reply audio (a stretch of 100 ms whose RMS is above -35 dBFS, starting "
+        "on a loud 10 ms window, with at least half of its 10 ms windows loud) minus the capture time "
+        "of the last speech sample. A failed turn (no reply within 4 s, an error, a failed response) "
+        "enters the percentiles as 4000 ms; a takeover (reply before the user finished) is a failure "
+        "and stays out of them. p99 needs at least 100 turns. p50 95% CI: bootstrap over this run's "
         "turns; it covers which cases were drawn, not the run-to-run timing spread on top of it.",
+        "",
+        "The stricter onset rule used before 2026-11-29 (every 10 ms window of the 100 ms loud; it "
+        "times a reply such as \"Two times six\" from \"six\", after the stop closures), same turns: "
+        + "; ".join(
+            f"{c['pipeline']} N={c['concurrency']} p50 {_ms(c['summary']['latency_strict_ms']['p50'])}, "
+            f"p95 {_ms(c['summary']['latency_strict_ms']['p95'])}"
+            for c in results["cells"] if "latency_strict_ms" in c["summary"]
+        ) + ".",
         "",
         "## Failures, takeovers, barge-in",
         "",

@@ -98,6 +98,7 @@ def record_of(case: Case, audio: np.ndarray, turn: Turn, job: RoundJob, session:
     t_start, t_end = ground_truth_times(case, turn, in_rate)
     latency = None if turn.t_first_reply_audio is None else (turn.t_first_reply_audio - t_end) * 1000
     first = None if turn.t_first_audio is None else (turn.t_first_audio - t_end) * 1000
+    strict = None if turn.t_first_reply_audio_strict is None else (turn.t_first_reply_audio_strict - t_end) * 1000
     p = turn.playout
     t_over = p.silent_at if p is not None and p.silent_at is not None else t_end + FAIL_MS / 1000
     rec = TurnRecord(
@@ -105,7 +106,7 @@ def record_of(case: Case, audio: np.ndarray, turn: Turn, job: RoundJob, session:
         protocol=job.protocol, round=job.round, session=session, voice=case.voice, skill=case.skill,
         warmup=job.warmup, question=case.question, expected=case.answer, key_word=case.key_word,
         user_text=turn.user_text, reply_text=turn.reply_text, status=turn.status,
-        latency_ms=latency, first_audio_ms=first, timings=dict(turn.timings),
+        latency_ms=latency, first_audio_ms=first, latency_strict_ms=strict, timings=dict(turn.timings),
         speech_end_ms=turn.send.start_ms + (t_end - turn.send.t0) * 1000,
         server_speech_end_ms=turn.server_speech_end_ms,
         t_speech_start=t_start - origin, t_speech_end=t_end - origin, t_turn_end=t_over - origin,

@@ -407,8 +407,9 @@ function onAudio(buf) {
 }
 
 function trackOnset(turn, samples, t) {
-  // LATENCY.md: the first reply audio that begins 100 ms above -35 dBFS (every
-  // 10 ms window of it, so a click does not count), as clients/reply.py.
+  // LATENCY.md: the first reply audio that begins 100 ms whose RMS is above
+  // -35 dBFS, starting on a loud 10 ms window with at least half of its
+  // windows loud (so a click does not count), as clients/reply.py.
   const o = turn.onset;
   if (turn.tAudible !== null) return;
   const win = Math.round((turn.rate || ctx.sampleRate) / 100);
@@ -423,8 +424,13 @@ function trackOnset(turn, samples, t) {
   }
   for (; o.scan + ONSET_WINDOW <= o.windows.length; o.scan++) {
     let loud = 0;
-    for (let k = 0; k < ONSET_WINDOW; k++) loud += o.windows[o.scan + k].ms > ONSET_LEVEL ? 1 : 0;
-    if (loud === ONSET_WINDOW) {
+    let sum = 0;
+    for (let k = 0; k < ONSET_WINDOW; k++) {
+      loud += o.windows[o.scan + k].ms > ONSET_LEVEL ? 1 : 0;
+      sum += o.windows[o.scan + k].ms;
+    }
+    const first = o.windows[o.scan].ms > ONSET_LEVEL;
+    if (first && sum / ONSET_WINDOW > ONSET_LEVEL && loud >= ONSET_WINDOW / 2) {
       turn.tAudible = o.windows[o.scan].t;
       if (turn.tSpeechEnd !== null) turn.audibleMs = turn.tAudible - turn.tSpeechEnd;
       o.windows = [];

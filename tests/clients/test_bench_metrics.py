@@ -164,3 +164,17 @@ def test_bundle_info_reads_the_folder_a_spawned_server_loads(tmp_path, monkeypat
                               "graphs": {"encoder": "ab" * 6}}]
     monkeypatch.delenv("REJOINDER_BUNDLES_DIR")
     assert all(b.get("name") != "candidate" for b in bundle_info())
+
+
+def test_the_stricter_onset_rule_is_reported_on_the_same_turns() -> None:
+    recs = [
+        turn(100.0, latency_strict_ms=300.0),
+        turn(150.0, latency_strict_ms=None),  # no stretch loud in every window: counts as 4000
+        turn(None),  # failed by the main rule: 4000 in both
+        turn(-20.0, latency_strict_ms=80.0),  # a takeover by the main rule stays out of both
+    ]
+    s = summarize(recs)
+    assert s["latency_ms"]["p50"] == pytest.approx(150.0)  # 100, 150, 4000
+    assert s["latency_strict_ms"]["p50"] == pytest.approx(FAIL_MS)  # 300, 4000, 4000
+    assert s["latency_strict_ms"]["p95"] == pytest.approx(FAIL_MS)
+    assert summarize(recs[:1])["latency_strict_ms"] == {"p50": 300.0, "p95": 300.0}

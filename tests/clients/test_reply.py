@@ -34,6 +34,17 @@ def test_silent_padding_and_a_click_do_not_count() -> None:
 def test_quiet_or_short_replies_never_become_audible() -> None:
     assert stream_of(tone(1.0, -45)).onset() is None  # below -35 dBFS
     assert stream_of(tone(0.08, -10)).onset() is None  # loud, but under 100 ms
+    blip = np.concatenate([tone(0.04, -10), np.zeros(RATE // 2, np.float32)])
+    assert stream_of(blip).onset() is None  # 40 ms of sound: under half of any 100 ms stretch
+
+
+def test_a_stop_closure_does_not_move_the_onset_to_the_next_word() -> None:
+    # "two | t-imes": an 80 ms syllable, a 40 ms quiet closure, then the rest of the reply
+    gap = np.zeros(int(0.04 * RATE), np.float32)
+    audio = np.concatenate([np.zeros(RATE // 10, np.float32), tone(0.08, -20), gap, tone(0.5, -20)])
+    assert abs(stream_of(audio).onset().sample - RATE // 10) <= RATE // 100  # type: ignore[union-attr]
+    strict = stream_of(audio).onset(min_loud=1.0)  # the rule before 2026-11-29: every window loud
+    assert strict is not None and abs(strict.sample - int(0.22 * RATE)) <= RATE // 100
 
 
 def test_audio_is_placed_by_offset() -> None:
