@@ -227,6 +227,11 @@ class FusedModel:
         #: the server's late tier: head threshold after a silence longer than any pause (0: off)
         self.late_threshold = float(eot_cfg.get("late_threshold", 0.0))
         self.late_silence_ms = float(eot_cfg.get("late_silence_ms", 768.0))
+        #: the server's confirm in noise the level gate cannot see through (0: min_silence_ms
+        #: everywhere): when the gate's quiet level is under ``low_snr_headroom_db`` above the
+        #: background, the VAD's own (lagging) silence confirms the head after this long
+        self.low_snr_min_silence_ms = float(eot_cfg.get("low_snr_min_silence_ms", 0.0))
+        self.low_snr_headroom_db = float(eot_cfg.get("low_snr_headroom_db", 2.0))
         ro = self.options.runtime
         self.encoder = create_session(self.bundle.graph("encoder"), ro)
         self.lm = create_session(self.bundle.graph("lm_step"), ro)

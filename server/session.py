@@ -86,6 +86,8 @@ def default_settings(cfg: ServerConfig, pipeline: Pipeline) -> Settings:
             "level_gate_depth_db": 30.0,
             "late_eot_threshold": 0.0,
             "late_silence_ms": 768.0,
+            "low_snr_min_silence_ms": 0.0,
+            "low_snr_headroom_db": 2.0,
             "prefix_padding_ms": cfg.prefix_padding_ms,
             "barge_in_ms": cfg.barge_in_ms,
             "barge_in_loud_ms": cfg.barge_in_loud_ms,
@@ -201,6 +203,7 @@ class Session:
                 eot_threshold=float(t["eot_threshold"]),
                 late_eot_threshold=float(t["late_eot_threshold"]) or None,
                 late_silence_s=float(t["late_silence_ms"]) / 1000,
+                low_snr_min_silence_s=float(t["low_snr_min_silence_ms"]) / 1000 or None,
                 barge_in_s=float(t["barge_in_ms"]) / 1000,
                 loud_barge_in_s=float(t["barge_in_loud_ms"]) / 1000 or None,
                 max_turn_s=float(self.settings.limits["max_turn_ms"]) / 1000,
@@ -211,6 +214,7 @@ class Session:
         # level_gate 0 never gates; the gate still tracks the user's speech level for
         # loud barge-ins
         self._gate = QuietGate(float(t["level_gate"]), depth_db=float(t["level_gate_depth_db"]))
+        self._low_snr_headroom_db = float(t["low_snr_headroom_db"])
 
     def _open_pipeline(self) -> None:
         self._held: _Held | None = None  # the latest turn that ended without a reply
@@ -375,7 +379,9 @@ class Session:
                 if semantic and (silence_ms := self._endpointer.pause_ms_if(float(p))) is not None:
                     await self._pipe.on_pause(silence_ms)
                 eot = self._pipe.end_of_turn_probability() if semantic else None
-                for tev in self._endpointer.step(float(p), eot_prob=eot, loud=loud):
+                headroom = self._gate.headroom_db()
+                low_snr = headroom is not None and headroom < self._low_snr_headroom_db
+                for tev in self._endpointer.step(float(p), eot_prob=eot, loud=loud, low_snr=low_snr):
                     await self._on_turn_event(tev)
 
     def _reset_endpointer(self) -> None:

@@ -114,6 +114,16 @@ class QuietGate:
             deep = max(deep, bg + self.low_snr_margin_db)
         return min(bg + self.margin_db, deep)
 
+    def headroom_db(self) -> float | None:
+        """How far the quiet level sits above the background (dB); None until both are known.
+
+        Near 0 (or below) the gate can hardly open: the user's speech is less than about
+        ``depth_db`` over the noise, so pauses are found by the VAD's own probability."""
+        quiet = self.quiet_level()
+        if quiet is None:
+            return None
+        return quiet - max(float(np.percentile(self._background, 20)), self.floor_dbfs)
+
     def speech_level(self) -> float | None:
         """The speech level (dBFS) the gate compares against; None until speech was heard."""
         return float(np.percentile(self._speech, 80)) if self._speech else None

@@ -91,6 +91,7 @@ class EndpointConfig:
     min_silence_s: float = 0.1
     late_eot_threshold: float | None = None
     late_silence_s: float = 0.768
+    low_snr_min_silence_s: float | None = None  # min_silence_s for frames stepped with low_snr=True
 
     @property
     def effective_neg_threshold(self) -> float:
@@ -105,6 +106,9 @@ class EndpointConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive finite number of seconds, got {v!r}")
+        low = self.low_snr_min_silence_s
+        if low is not None and not (math.isfinite(low) and low > 0):
+            raise ValueError(f"low_snr_min_silence_s must be a positive number of seconds or None, got {low!r}")
         if not (math.isfinite(self.prefix_padding_s) and self.prefix_padding_s >= 0):
             raise ValueError(f"prefix_padding_s must be >= 0, got {self.prefix_padding_s!r}")
         if not (0.0 < self.threshold <= 1.0):
@@ -141,6 +145,8 @@ class EndpointConfig:
             loud_barge_in=None if self.loud_barge_in_s is None else n(self.loud_barge_in_s),
             prefix_padding=n(self.prefix_padding_s, 0),
             min_silence=min(n(self.min_silence_s), n(self.stop_s)),
+            low_snr_min_silence=None if self.low_snr_min_silence_s is None
+            else min(n(self.low_snr_min_silence_s), n(self.stop_s)),
             late_silence=min(n(self.late_silence_s), n(self.stop_s)),
             late_eot_threshold=self.late_eot_threshold,
             threshold=self.threshold,
@@ -160,6 +166,7 @@ class EndpointFrames:
     loud_barge_in: int | None
     prefix_padding: int
     min_silence: int
+    low_snr_min_silence: int | None = None
     late_silence: int
     late_eot_threshold: float | None
     threshold: float
@@ -259,14 +266,18 @@ class Endpointer:
         return max(0, frame - self.counts.prefix_padding)
 
     def step(
-        self, prob: float, eot_prob: float | None = None, *, loud: bool = False
+        self, prob: float, eot_prob: float | None = None, *, loud: bool = False, low_snr: bool = False
     ) -> list[TurnEvent]:
         """Advance one frame with its speech probability; return the events it caused.
 
         ``eot_prob`` is an optional end-of-turn probability from an external
         model for the same moment (pass the latest value each frame, or
         ``None`` to rely on ``stop_s`` alone). ``loud`` marks a frame as
-        clearly the user's voice (see ``loud_barge_in_s``).
+        clearly the user's voice (see ``loud_barge_in_s``). ``low_snr`` marks a
+        frame heard in noise too close to the user's level for a level gate to find
+        pauses: the silence then comes from the VAD's own probability, which already
+        lags the speech, and ``low_snr_min_silence_s`` (when set) confirms the
+        learned end of turn instead of ``min_silence_s``.
         """
         f = self.counts
         k = self._frame
@@ -285,6 +296,7 @@ class Endpointer:
             self._loud_len = 0
 
         if self._phase is TurnPhase.USER_SPEAKING:
+            min_silence = f.low_snr_min_silence if low_snr and f.low_snr_min_silence is not None else f.min_silence
             if self._speaking:
                 if prob < f.neg_threshold:
                     self._speaking = False
@@ -296,7 +308,7 @@ class Endpointer:
                 self._silence_len += 1
             if not self._speaking:
                 if eot_prob is not None and (
-                    (eot_prob >= f.eot_threshold and self._silence_len >= f.min_silence)
+                    (eot_prob >= f.eot_threshold and self._silence_len >= min_silence)
                     or (
                         f.late_eot_threshold is not None
                         and eot_prob >= f.late_eot_threshold

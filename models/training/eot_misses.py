@@ -30,23 +30,31 @@ from typing import Any
 import numpy as np
 
 from models.fused import DEFAULT_BUNDLE, FusedModel
-from models.training.eot_tune import WIN, Trace, fire_window, load_items, score, trace_item
+from models.training.eot_tune import (
+    Trace,
+    fire_window,
+    load_items,
+    manifest_rule,
+    score,
+    trace_item,
+)
 from models.training.eval_fused import write_report
 
 CLASSES = ("within", "early", "slow_pause", "unsure", "other")
 
 
-def classify(tr: Trace, threshold: float, min_silence: int, within_ms: float = 200.0) -> str:
+def classify(tr: Trace, threshold: float, min_silence: int, within_ms: float = 200.0,
+             low_snr: tuple[float, int] | None = None) -> str:
     """The class of one complete question's trace (see the module docstring)."""
     end = int(tr.item["end"])
-    k = fire_window(tr, threshold, min_silence)
+    k = fire_window(tr, threshold, min_silence, None, low_snr)
     if k is not None and tr.ends[k] < end:
         return "early"
     if k is not None and (tr.ends[k] - end) / 16.0 <= within_ms:
         return "within"
     after = tr.ends >= end
     sure = dataclasses.replace(tr, head=after.astype(float))  # a head at 1 from the end on
-    k1 = fire_window(sure, 0.5, min_silence)
+    k1 = fire_window(sure, 0.5, min_silence, None, low_snr)
     if k1 is None or (sure.ends[k1] - end) / 16.0 > within_ms:
         return "slow_pause"
     span = after & (tr.ends <= end + within_ms * 16)
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     from streaming.vad import SileroVad
 
     fm, vad = FusedModel(args.bundle), SileroVad()
-    thr, sil = fm.eot_threshold, max(1, round(fm.min_silence_ms / (WIN / 16.0)))
+    thr, sil, late, low = manifest_rule(fm)
     items = load_items((args.speech,))
     rows, traces = [], []
     for i, it in enumerate(items):
@@ -100,11 +108,10 @@ def main(argv: list[str] | None = None) -> None:
             continue
         span = (tr.ends >= it["end"]) & (tr.ends <= it["end"] + 3200)
         head = float(tr.head[span].max()) if span.any() else 0.0
-        rows.append((classify(tr, thr, sil), snr_db(it), it, head))
+        rows.append((classify(tr, thr, sil, low_snr=low), snr_db(it), it, head))
         if (i + 1) % 50 == 0:
             print(f"  {i + 1}/{len(items)} items", flush=True)
-    late = (fm.late_threshold, round(fm.late_silence_ms / (WIN / 16.0))) if fm.late_threshold > 0 else None
-    sc = score(traces, thr, sil, late)
+    sc = score(traces, thr, sil, late, low)
     by_all: dict[str, Counter[str]] = {"all": Counter(r[0] for r in rows)}
     bands = [(-99, 20), (20, 25), (25, 30), (30, 99)]
     by_snr = {f"{lo}-{hi} dB" if lo > -99 and hi < 99 else (f"under {hi} dB" if lo == -99 else f"{lo} dB and up"):

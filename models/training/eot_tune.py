@@ -41,8 +41,14 @@ of the incomplete questions (before the 1.5 s fallback). Each utterance gets 1 s
 more of its own trailing background so the traces reach the fallback.
 ``--jobs N`` traces N variants at once in their own processes.
 ``--write-manifest`` stores ``lookahead_ms``, ``level_gate``, ``level_gate_depth_db``, ``threshold``,
-``min_silence_ms``, ``late_threshold`` and ``late_silence_ms`` in ``bundles/fused/manifest.json`` (config only; graphs
+``min_silence_ms``, ``late_threshold``, ``late_silence_ms``, ``low_snr_min_silence_ms`` and
+``low_snr_headroom_db`` in ``bundles/fused/manifest.json`` (config only; graphs
 unchanged) and the report goes to ``reports/eot_tune.md``.
+Last, a *low-SNR confirm*: where the level gate's quiet level is less than a headroom
+(0-3 dB) above the background, the gate cannot find pauses and the VAD's own silence,
+which already lags the speech end, confirms the head after fewer windows; kept if it
+answers more dev questions within 200 ms, within the limits and with at most 1 point
+more fires before the speech end.
 """
 
 from __future__ import annotations
@@ -84,6 +90,10 @@ MAX_EARLY = 0.06
 LATE_THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 LATE_SILENCES = (24, 28)  # VAD windows: 768 and 896 ms, longer than the 700 ms pauses
 LATE_INCOMPLETE_SLACK = 0.05  # more incomplete questions the late tier may answer
+# The low-SNR confirm: (gate headroom under which a window counts as low SNR, dB; VAD silence
+# windows that then confirm the head), each shorter than the chosen min silence
+LOW_SNR_HEADROOMS = (0.0, 1.0, 2.0, 3.0)
+LOW_SNR_EARLY_SLACK = 0.01  # more fires before the speech end than the rule without it, on dev
 # dev: the training cache's never-fitted last 200 items, and 400 train-plan items no training
 # cache holds (200 items alone resolve pause fires only to ~2 points: 1 of ~55 pause items)
 DEV_SPEECH = [Path("data/fused/speech_dev_s0_n4000.npy"),
@@ -101,6 +111,8 @@ class Trace:
     head: np.ndarray
     pieces: np.ndarray
     states: dict[int, FusedState] = field(default_factory=dict)
+    #: the level gate's headroom after each window (``QuietGate.headroom_db``; NaN: unknown)
+    headroom: np.ndarray | None = None
 
 
 def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
@@ -129,7 +141,7 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
     st = fm.new_state()
     vs = VadStream(vad)
     ep = Endpointer(EndpointConfig(stop_s=STOP_WINDOWS * WIN / 16000, max_turn_s=600.0))
-    ends, probs, heads, pieces, states = [], [], [], [], {}
+    ends, probs, heads, pieces, states, room = [], [], [], [], {}, []
     heard, listening, eot = 0, False, 0.0
     recent = np.zeros(0, np.float32)
     for i in range(0, len(pcm), CHUNK):
@@ -144,6 +156,8 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
             p = vad.process(vs.state, w)
             if gate is not None:
                 p = gate.gate(p, w, ep.phase is TurnPhase.USER_SPEAKING)
+            hr = None if gate is None else gate.headroom_db()
+            room.append(np.nan if hr is None else hr)
             s = st
             pause = ep.pause_ms_if(p) if listening else None
             if pause is not None and tail_ms > 0 and pause <= tail_ms + LOOK_MARGIN_MS:
@@ -165,26 +179,44 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
                     recent = padded[-LOOK_RECENT:]
                     eot = fm.end_of_turn_probability(st)
     item = {k: v for k, v in it.items() if k not in ("pcm", "mel")}
-    return Trace(item, np.array(ends), np.array(probs), np.array(heads), np.array(pieces), states)
+    return Trace(item, np.array(ends), np.array(probs), np.array(heads), np.array(pieces), states,
+                 np.array(room))
 
 
 def fire_window(tr: Trace, threshold: float, min_silence: int,
-                late: tuple[float, int] | None = None) -> int | None:  # fmt: skip
+                late: tuple[float, int] | None = None,
+                low_snr: tuple[float, int] | None = None) -> int | None:  # fmt: skip
     """The window where the server's ``Endpointer`` ends the turn (None: not in the trace),
-    with the trace's end-of-turn values, ``threshold`` and ``min_silence`` windows, and the
-    late tier ``(late_threshold, late_silence windows)`` if given."""
+    with the trace's end-of-turn values, ``threshold`` and ``min_silence`` windows, the
+    late tier ``(late_threshold, late_silence windows)`` and the low-SNR confirm
+    ``(headroom dB, min silence windows)`` if given (as ``server.session`` applies it)."""
     from streaming.turn import EndOfTurn, EndpointConfig, Endpointer
 
     lt, ls = late if late is not None else (None, 24)
     ep = Endpointer(EndpointConfig(stop_s=STOP_WINDOWS * WIN / 16000, max_turn_s=600.0,
                                    min_silence_s=min_silence * WIN / 16000,
                                    eot_threshold=min(1.0, threshold), late_eot_threshold=lt,
-                                   late_silence_s=ls * WIN / 16000))  # fmt: skip
+                                   late_silence_s=ls * WIN / 16000,
+                                   low_snr_min_silence_s=None if low_snr is None
+                                   else low_snr[1] * WIN / 16000))  # fmt: skip
     never = threshold > 1.0  # a rule that never fires on the head: the fallback only
-    for k, (p, h) in enumerate(zip(tr.vad, tr.head, strict=True)):
-        if any(isinstance(e, EndOfTurn) for e in ep.step(float(p), None if never else float(h))):
+    room = tr.headroom if tr.headroom is not None else np.full(len(tr.vad), np.nan)
+    bound = np.nan if low_snr is None else low_snr[0]
+    for k, (p, h, r) in enumerate(zip(tr.vad, tr.head, room, strict=True)):
+        low = bool(r < bound)  # NaN (unknown headroom, or no low-SNR rule) is never low
+        if any(isinstance(e, EndOfTurn) for e in ep.step(float(p), None if never else float(h), low_snr=low)):
             return k
     return None
+
+
+def manifest_rule(fm: FusedModel) -> tuple[float, int, tuple[float, int] | None, tuple[float, int] | None]:
+    """The bundle's own rule in trace units: (threshold, min silence windows, late tier,
+    low-SNR confirm), as the server reads them from the manifest's ``end_of_turn``."""
+    w = WIN / 16.0
+    late = (fm.late_threshold, round(fm.late_silence_ms / w)) if fm.late_threshold > 0 else None
+    low = ((fm.low_snr_headroom_db, max(1, round(fm.low_snr_min_silence_ms / w)))
+           if fm.low_snr_min_silence_ms > 0 else None)  # fmt: skip
+    return fm.eot_threshold, max(1, round(fm.min_silence_ms / w)), late, low
 
 
 def before_fillers(it: dict[str, Any]) -> bool:
@@ -199,11 +231,12 @@ def before_fillers(it: dict[str, Any]) -> bool:
 
 
 def score(traces: list[Trace], threshold: float, min_silence: int,
-          late: tuple[float, int] | None = None) -> dict[str, float]:  # fmt: skip
+          late: tuple[float, int] | None = None,
+          low_snr: tuple[float, int] | None = None) -> dict[str, float]:  # fmt: skip
     delays, within, early, early_out, n, pause_bad, n_pause = [], 0, 0, 0, 0, 0, 0
     n_inc = inc_fired = n_fill = fill_bad = 0
     for tr in traces:
-        k = fire_window(tr, threshold, min_silence, late)
+        k = fire_window(tr, threshold, min_silence, late, low_snr)
         it = tr.item
         fire = None if k is None else int(tr.ends[k])
         bad = False
@@ -216,7 +249,7 @@ def score(traces: list[Trace], threshold: float, min_silence: int,
                 fill_bad += bad
         if it["skill"] == "incomplete":
             n_inc += 1
-            inc_fired += k is not None and k != fire_window(tr, 2.0, min_silence)  # not the fallback
+            inc_fired += k is not None and k != fire_window(tr, 2.0, min_silence, None, low_snr)  # not the fallback
             continue
         n += 1
         d = FALLBACK_MS if fire is None else (fire - it["end"]) / 16.0
@@ -269,7 +302,8 @@ def fmt(s: dict[str, float]) -> str:
 
 def answers_at_fire(fm: FusedModel, vad: Any, items: list[dict[str, Any]], tail_ms: float,
                     threshold: float, min_silence: int, gate: float = 0.0,
-                    late: tuple[float, int] | None = None, depth: float = 30.0) -> float:  # fmt: skip
+                    late: tuple[float, int] | None = None, depth: float = 30.0,
+                    low_snr: tuple[float, int] | None = None) -> float:  # fmt: skip
     """Exact-match answers computed from the (lookahead) state at the moment the rule fires."""
     ok = n = 0
     for it in items:
@@ -277,7 +311,7 @@ def answers_at_fire(fm: FusedModel, vad: Any, items: list[dict[str, Any]], tail_
             continue
         tr = trace_item(fm, vad, it, tail_ms, keep_states=True, gate_below=gate,
                         gate_depth_db=depth)
-        k = fire_window(tr, threshold, min_silence, late)
+        k = fire_window(tr, threshold, min_silence, late, low_snr)
         st = tr.states[len(tr.ends) - 1 if k is None else k]
         fm.start_reply(st)
         out = []
@@ -394,8 +428,27 @@ def main(argv: list[str] | None = None) -> None:
                   f"{es['incomplete_fire']:.3f})."]  # fmt: skip
     else:
         lines.append("Late tier: none improved the dev objective within the limits.")
+    # The low-SNR confirm: where the level gate cannot open, the pause is the VAD's own,
+    # which lags the speech end by ~100 ms; a shorter confirm there, kept if it answers more
+    # dev questions within 200 ms, within the limits and with at most 1 point more early fires.
+    low_snr, ref_s = None, score(dtr, thr, sil, late)
+    best_w = ref_s["within200"]
+    for hr in LOW_SNR_HEADROOMS:
+        for ls in range(1, sil):
+            sl = score(dtr, thr, sil, late, (hr, ls))
+            if (within_limits(sl, base_dev, args.absolute_caps)
+                    and sl["early"] <= ref_s["early"] + LOW_SNR_EARLY_SLACK
+                    and sl["within200"] > best_w):  # fmt: skip
+                low_snr, best_w = (hr, ls), sl["within200"]
+    if low_snr is not None:
+        le_low = score(etr, thr, sil, late, low_snr)
+        lines += [f"Low-SNR confirm chosen on dev: {low_snr[1] * 32} ms of VAD silence where the level "
+                  f"gate's headroom is under {low_snr[0]:g} dB (dev within 200 ms {ref_s['within200']:.3f} "
+                  f"-> {best_w:.3f}). Eval with it: {fmt(le_low)}."]  # fmt: skip
+    else:
+        lines.append("Low-SNR confirm: none answered more dev questions within 200 ms within the limits.")
     if not args.no_answers:
-        a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil, gate, late, depth)
+        a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil, gate, late, depth, low_snr)
         a_end = answers_at_fire(fm, vad, ev, 0.0, 2.0, 1)  # never fires: the whole utterance
         lines.append(f"Eval text answers exact when the rule fires: {a_fire:.3f} "
                      f"(after the whole utterance: {a_end:.3f}).")  # fmt: skip
@@ -421,7 +474,9 @@ def main(argv: list[str] | None = None) -> None:
         eot.update(threshold=thr, min_silence_ms=sil * 32.0, lookahead_ms=tail, level_gate=gate,
                    level_gate_depth_db=depth,
                    trained_threshold=trained, late_threshold=late[0] if late else 0.0,
-                   late_silence_ms=(late[1] if late else 24) * 32.0)
+                   late_silence_ms=(late[1] if late else 24) * 32.0,
+                   low_snr_min_silence_ms=low_snr[1] * 32.0 if low_snr else 0.0,
+                   low_snr_headroom_db=low_snr[0] if low_snr else 2.0)
         mp.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
         print(f"wrote {mp}")
 

@@ -102,20 +102,20 @@ def shift_item(it: dict[str, Any], k: int) -> dict[str, Any]:
 def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
     """The end-of-turn rule the server runs (Silero VAD + lookahead head, the manifest's
     ``end_of_turn``), traced as in ``models.training.eot_tune``."""
-    from models.training.eot_tune import fmt, score, trace_item
+    from models.training.eot_tune import fmt, manifest_rule, score, trace_item
     from streaming.vad import SileroVad
 
     vad = SileroVad()
-    sil = max(1, round(fm.min_silence_ms / 32))
+    thr, sil, late, low = manifest_rule(fm)
     traces = [trace_item(fm, vad, it, fm.lookahead_ms, gate_below=fm.level_gate,
                          gate_depth_db=fm.level_gate_depth_db) for it in items]  # fmt: skip
-    late = (fm.late_threshold, round(fm.late_silence_ms / 32)) if fm.late_threshold > 0 else None
-    s = score(traces, fm.eot_threshold, sil, late)
+    s = score(traces, thr, sil, late, low)
     n_inc = sum(t.item["skill"] == "incomplete" for t in traces)
-    return ["", f"## End of turn, server rule: head >= {fm.eot_threshold} on a {fm.lookahead_ms:.0f} ms "
+    low_txt = "" if low is None else f"; {low[1] * 32} ms of silence where the gate's headroom is under {low[0]:g} dB"
+    return ["", f"## End of turn, server rule: head >= {thr} on a {fm.lookahead_ms:.0f} ms "
             f"lookahead copy, Silero VAD silence >= {sil * 32} ms (level gate {fm.level_gate:g}, "
             f"{fm.level_gate_depth_db:g} dB under the speech; "
-            f"late tier: head >= {fm.late_threshold:g} after {fm.late_silence_ms:.0f} ms)", "",
+            f"late tier: head >= {fm.late_threshold:g} after {fm.late_silence_ms:.0f} ms{low_txt})", "",
             f"- complete questions (n={s['n']}): {fmt(s)}",
             f"- incomplete questions (n={n_inc}): left to the 1.5 s fallback "
             f"{1 - s['incomplete_fire']:.3f}"]  # fmt: skip

@@ -318,6 +318,8 @@ class FusedPipeline(Pipeline):
             "level_gate_depth_db": self.model.level_gate_depth_db,
             "late_eot_threshold": self.model.late_threshold,
             "late_silence_ms": self.model.late_silence_ms,
+            "low_snr_min_silence_ms": self.model.low_snr_min_silence_ms,
+            "low_snr_headroom_db": self.model.low_snr_headroom_db,
         }
 
     def warmup(self) -> None:

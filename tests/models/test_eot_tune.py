@@ -94,3 +94,19 @@ def test_the_within_objective_prefers_more_answers_in_200_ms_over_a_lower_median
     assert objective(sure, "within") < objective(tie, "within")  # ties go to the faster rule
     with pytest.raises(ValueError):
         objective(sure, "fastest")
+
+
+def test_low_snr_confirm_applies_where_the_gate_headroom_is_small() -> None:
+    n = 60
+    vad = np.array([0.05] * 5 + [0.9] * 20 + [0.05] * 35)
+    head = np.full(n, 0.95)
+    ends = np.arange(1, n + 1) * WIN
+    item = {"skill": "addition", "pause": None, "end": int(ends[24])}
+    noisy = Trace(item, ends, vad, head, np.zeros(n, int), headroom=np.full(n, -4.0))
+    clean = Trace(item, ends, vad, head, np.zeros(n, int), headroom=np.full(n, 6.0))
+    unknown = Trace(item, ends, vad, head, np.zeros(n, int))  # no headroom recorded: never low
+    assert fire_window(noisy, 0.9, 3) == 25 + 3 - 1
+    assert fire_window(noisy, 0.9, 3, None, (2.0, 1)) == 25  # one window of the VAD's silence
+    assert fire_window(clean, 0.9, 3, None, (2.0, 1)) == 25 + 3 - 1
+    assert fire_window(unknown, 0.9, 3, None, (2.0, 1)) == 25 + 3 - 1
+    assert score([noisy, clean], 0.9, 3, None, (2.0, 1))["p50"] == pytest.approx((1 + 3) / 2 * 32)

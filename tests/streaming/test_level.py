@@ -135,3 +135,20 @@ def heard_deep() -> QuietGate:
     for _ in range(10):
         gate.gate(0.98, _tone(-20), in_turn=True)
     return gate
+
+
+def test_headroom_tells_whether_the_gate_can_find_pauses() -> None:
+    gate = QuietGate(1.0, depth_db=20.0)
+    assert gate.headroom_db() is None  # nothing heard yet
+    for _ in range(10):
+        gate.gate(0.05, _tone(-60), in_turn=False)
+    assert gate.headroom_db() is None  # no speech level yet
+    for _ in range(10):
+        gate.gate(0.98, _tone(-20), in_turn=True)
+    assert gate.headroom_db() == pytest.approx(6.0, abs=0.1)  # 40 dB SNR: quiet = background + 6
+    noisy = QuietGate(1.0, depth_db=20.0)
+    for _ in range(10):
+        noisy.gate(0.05, _tone(-60), in_turn=False)
+    for _ in range(10):
+        noisy.gate(0.98, _tone(-45), in_turn=True)
+    assert noisy.headroom_db() == pytest.approx(-5.0, abs=0.1)  # 15 dB SNR: quiet under the noise

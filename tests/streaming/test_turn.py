@@ -291,3 +291,26 @@ def test_late_tier_ends_a_turn_on_a_less_sure_signal_after_a_longer_silence() ->
     assert (plain.reason, plain.frame - plain.speech_end) == ("silence", 20)
     with pytest.raises(ValueError, match="late_eot_threshold"):
         EndpointConfig(late_eot_threshold=1.5).validate()
+
+
+def test_low_snr_frames_confirm_the_learned_end_after_their_own_silence() -> None:
+    """In noise the level gate cannot see through, the VAD's silence already lags the speech,
+    so frames stepped with low_snr=True confirm a sure head after low_snr_min_silence_s."""
+
+    def run(low_snr: bool, low_s: float | None) -> int:
+        ep = Endpointer(EndpointConfig(stop_s=20 * FRAME_S, min_silence_s=3 * FRAME_S,
+                                       eot_threshold=0.9, low_snr_min_silence_s=low_s))  # fmt: skip
+        for _ in range(5):
+            ep.step(0.9)
+        for _ in range(40):
+            ends = [e for e in ep.step(0.0, eot_prob=0.95, low_snr=low_snr) if isinstance(e, EndOfTurn)]
+            if ends:
+                assert ends[0].reason == "external"
+                return ends[0].frame - ends[0].speech_end
+        raise AssertionError("no end of turn")
+
+    assert run(False, 2 * FRAME_S) == 3  # a clean frame keeps min_silence_s
+    assert run(True, 2 * FRAME_S) == 2
+    assert run(True, None) == 3  # no low-SNR confirm configured
+    with pytest.raises(ValueError, match="low_snr_min_silence_s"):
+        EndpointConfig(low_snr_min_silence_s=0.0).validate()
