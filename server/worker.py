@@ -2,7 +2,9 @@
 
 The event loop never runs a model. Sessions submit work here and await a
 future. VAD windows from all sessions that are pending at the same moment
-are run as ONE batched ONNX Runtime call; other jobs run in arrival order.
+are run as ONE batched ONNX Runtime call, before any model job still
+waiting (between two model jobs the worker looks for new VAD work); model
+jobs run in arrival order.
 """
 
 from __future__ import annotations
@@ -94,31 +96,42 @@ class InferenceWorker:
 
         job.loop.call_soon_threadsafe(done)
 
+    def _take(self, into: list[_Job]) -> bool:
+        """Move every job queued now into ``into``; True when a stop was queued."""
+        while True:
+            try:
+                nxt = self._q.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is None:
+                return True
+            into.append(nxt)
+
     def _loop(self) -> None:
         while True:
             first = self._q.get()
             if first is None:
                 return
             jobs = [first]
-            while True:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    break
-                jobs.append(nxt)
-            vad_jobs = [j for j in jobs if j.vad_state is not None]
-            if vad_jobs:
-                self._run_vad(vad_jobs)
-            for job in jobs:
-                if job.fn is None:
+            stopping = self._take(jobs)
+            while jobs:
+                # VAD first: its windows decide turn ends and barge-ins, and one batched
+                # call is cheap, so VAD that arrived while a model job ran does not wait
+                # behind the model jobs queued before it (those keep arrival order).
+                vad_jobs = [j for j in jobs if j.vad_state is not None]
+                if vad_jobs:
+                    self._run_vad(vad_jobs)
+                    jobs = [j for j in jobs if j.vad_state is None]
                     continue
+                job = jobs.pop(0)
                 try:
-                    self._resolve(job, job.fn(*job.args))
+                    self._resolve(job, job.fn(*job.args))  # type: ignore[misc]
                 except BaseException as e:  # noqa: BLE001 - delivered to the caller
                     self._resolve(job, exc=e)
+                if not stopping:
+                    stopping = self._take(jobs)
+            if stopping:
+                return
 
     def _run_vad(self, jobs: list[_Job]) -> None:
         assert self.vad_model is not None
