@@ -136,11 +136,13 @@ def bootstrap_interval(values: Sequence[float], q: float, *, level: float = 0.95
 
 def latency_percentiles(records: Sequence[TurnRecord]) -> dict[str, float | None]:
     """p50, p90, p95, p99 (None under 100 turns), max and mean of the percentile values,
-    and the p50's 95 % bootstrap interval (``p50_lo``, ``p50_hi``)."""
+    and the 95 % bootstrap intervals of the p50 and the p95 (``p50_lo`` .. ``p95_hi``)."""
     values = [v for v in (r.percentile_ms for r in records) if v is not None]
     out: dict[str, float | None] = {f"p{q}": percentile(values, q) for q in PERCENTILES}
     ci = bootstrap_interval(values, 50)
     out["p50_lo"], out["p50_hi"] = ci if ci is not None else (None, None)
+    ci95 = bootstrap_interval(values, 95)
+    out["p95_lo"], out["p95_hi"] = ci95 if ci95 is not None else (None, None)
     if len(records) < P99_MIN_TURNS:
         out["p99"] = None
     out["max"] = max(values) if values else None

@@ -38,7 +38,7 @@ def _cores(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-COLUMNS = ("pipeline", "N", "turns", "fail", "takeover", "p50", "p50 95% CI", "p90", "p95", "p99", "max",
+COLUMNS = ("pipeline", "N", "turns", "fail", "takeover", "p50", "p50 95% CI", "p90", "p95", "p95 95% CI", "p99", "max",
            "success", "underruns", "overlap", "srv CPU", "srv RSS MB", "client CPU")  # fmt: skip
 
 
@@ -48,7 +48,7 @@ def _row(cell: dict[str, Any]) -> list[str]:
     return [
         cell["pipeline"], str(cell["concurrency"]), str(s["turns"]), str(s["failures"]), str(s["takeovers"]),
         _ms(lat["p50"]), _ci(lat.get("p50_lo"), lat.get("p50_hi")),
-        _ms(lat["p90"]), _ms(lat["p95"]), _ms(lat["p99"]), _ms(lat["max"]),
+        _ms(lat["p90"]), _ms(lat["p95"]), _ci(lat.get("p95_lo"), lat.get("p95_hi")), _ms(lat["p99"]), _ms(lat["max"]),
         _pct(s["success_rate"]), str(s["underruns"]), _pct(s["overlap"]),
         _cores(cell.get("server_cpu")), _mb(cell.get("server_rss")), _cores(cell.get("client_cpu")),
     ]  # fmt: skip
@@ -119,8 +119,8 @@ def markdown(results: dict[str, Any]) -> str:
         "on a loud 10 ms window, with at least half of its 10 ms windows loud) minus the capture time "
         "of the last speech sample. A failed turn (no reply within 4 s, an error, a failed response) "
         "enters the percentiles as 4000 ms; a takeover (reply before the user finished) is a failure "
-        "and stays out of them. p99 needs at least 100 turns. p50 95% CI: bootstrap over this run's "
-        "turns; it covers which cases were drawn, not the run-to-run timing spread on top of it.",
+        "and stays out of them. p99 needs at least 100 turns. p50 and p95 95% CI: bootstrap over this "
+        "run's turns; they cover which cases were drawn, not the run-to-run timing spread on top of it.",
         "",
         "The stricter onset rule used before 2026-11-29 (every 10 ms window of the 100 ms loud; it "
         "times a reply such as \"Two times six\" from \"six\", after the stop closures), same turns: "

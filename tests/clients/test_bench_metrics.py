@@ -41,8 +41,11 @@ def test_p50_interval_is_seeded_holds_the_p50_and_narrows_with_more_turns() -> N
     assert q["p50_lo"] < q["p50"] < q["p50_hi"]  # type: ignore[operator]
     assert q["p50_hi"] - q["p50_lo"] < (p["p50_hi"] - p["p50_lo"]) / 2  # type: ignore[operator]
     assert latency_percentiles(few) == p  # the same turns give the same interval
+    assert p["p95_lo"] <= p["p95"] <= p["p95_hi"] and p["p95_hi"] <= 1000.0  # type: ignore[operator]
+    assert q["p95_lo"] < q["p95"] <= q["p95_hi"]  # type: ignore[operator]
     one = latency_percentiles([turn(300.0)])
     assert one["p50"] == 300.0 and one["p50_lo"] is None and one["p50_hi"] is None
+    assert one["p95_lo"] is None and one["p95_hi"] is None
 
 
 def test_p99_needs_100_turns() -> None:
