@@ -385,6 +385,9 @@ def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = 
 #: the end-of-turn label "no end, whatever a teacher says" (:func:`break_pause_labels`):
 #: a 0 label for :func:`eot_loss`, kept even under ``--eot-teacher``
 HOLD = -0.5
+#: the end-of-turn label "the end, whatever a teacher says" (``--sure-end``): the last
+#: piece of a complete question that ends the utterance (fillers included)
+SURE = 2.0
 
 
 def break_pause_labels(lab: np.ndarray, frames: Any, pause_end: int,
@@ -544,6 +547,9 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
                               r["complete"], args.eot_label)  # fmt: skip
         if args.break_pauses == "continue" and it.get("pause_break"):
             r["eot"] = break_pause_labels(r["eot"], r["frames"], it["pause"][1])
+        if getattr(args, "sure_end", False) and r["complete"] and len(r["eot"]) and r["eot"][-1] == 1.0:
+            r["eot"] = np.asarray(r["eot"], np.float32).copy()
+            r["eot"][-1] = SURE
     if args.pause_token:
         pid = tok.special(args.pause_token)
         probes: list[Any] = [None] * len(items)
@@ -564,15 +570,17 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
 def eot_loss(logit: torch.Tensor, eot: torch.Tensor, teacher_logit: torch.Tensor | None = None,
              ) -> torch.Tensor:  # fmt: skip
     """Weighted BCE of the end-of-turn head on the labelled steps (``eot`` >= 0 or
-    :data:`HOLD`, which means 0; a label of 1 weighs 3). With ``teacher_logit`` the targets
-    are that head's probabilities instead of the labels, except at :data:`HOLD` steps:
-    fine-tuning then keeps the teacher's end of turn while the text learns."""
+    :data:`HOLD`, which means 0; a label of 1 or :data:`SURE` weighs 3). With ``teacher_logit``
+    the targets are that head's probabilities instead of the labels, except at :data:`HOLD`
+    steps (0) and :data:`SURE` steps (1): fine-tuning then keeps the teacher's end of turn
+    while the text learns."""
     m = (eot >= 0) | (eot == HOLD)
-    lab = eot[m].clamp(min=0.0)
+    lab = eot[m].clamp(min=0.0, max=1.0)
     w = torch.where(lab > 0, 3.0, 1.0)
     target = lab
     if teacher_logit is not None:
         target = torch.where(eot[m] == HOLD, 0.0, torch.sigmoid(teacher_logit[m]))
+        target = torch.where(eot[m] == SURE, 1.0, target)
     return F.binary_cross_entropy_with_logits(logit[m], target, weight=w)
 
 
@@ -943,6 +951,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pause-hears", action="store_true",
                     help="stage 3: the pause step also gets the encoder state the run time's probe "
                          "hears (probe_states), so the head can use how the speech stopped")
+    ap.add_argument("--sure-end", action="store_true",
+                    help="target 1 at the last piece of a complete question (the utterance's end), "
+                         "also under --eot-teacher")
     ap.add_argument("--eot-teacher", type=Path, default=None,
                     help="stage 3: end-of-turn targets are this stage-3 checkpoint's head "
                          "probabilities (e.g. lm_init.pt: fine-tune the text, keep the end of turn)")

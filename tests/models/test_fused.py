@@ -535,3 +535,16 @@ def test_stage_1_without_a_text_lm_run_takes_the_shipped_tokenizer(
     run_tok.write_text("{}")
     assert tf.tokenizer_path() == run_tok
 
+
+
+def test_a_sure_end_is_the_end_with_or_without_the_teacher() -> None:
+    from models.training.train_fused import SURE, eot_loss
+
+    teacher = torch.tensor([[5.0, -2.0, 0.5, 0.5]])
+    sure = torch.tensor([[-1.0, 0.0, 1.0, SURE]])  # the utterance's last piece is SURE
+    s = teacher.clone().requires_grad_(True)
+    eot_loss(s, sure, teacher).backward()
+    # the teacher's 0.62 at the last piece is pushed up to 1; the other steps follow the teacher
+    assert s.grad is not None and s.grad[0, 3] < 0 and torch.allclose(s.grad[0, :3], torch.zeros(3), atol=1e-7)
+    # without a teacher SURE is a label of 1
+    assert torch.equal(eot_loss(teacher, sure), eot_loss(teacher, torch.tensor([[-1.0, 0.0, 1.0, 1.0]])))
