@@ -677,7 +677,7 @@ class RejoinderClient:
         heard = [self.replies[r] for r in rids if r in self.replies]
         onsets = [o for o in (r.onset() for r in heard) if o is not None]
         strict = [o for o in (r.onset(min_loud=1.0) for r in heard) if o is not None]
-        firsts = [t for t in (self.replies[r].first_audio_at for r in rids if r in self.replies) if t is not None]
+        firsts = [t for t in (r.first_audio_at for r in heard) if t is not None]
         rid = rids[-1] if rids else None
         reply = self.replies.get(rid) if rid is not None else None
         done = self._done(rid) if rid is not None else None

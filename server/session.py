@@ -214,7 +214,8 @@ class Session:
         # level_gate 0 never gates; the gate still tracks the user's speech level for
         # loud barge-ins
         self._gate = QuietGate(float(t["level_gate"]), depth_db=float(t["level_gate_depth_db"]))
-        self._low_snr_headroom_db = float(t["low_snr_headroom_db"])
+        # the low-SNR confirm reads the gate's headroom each window; None: off, not read
+        self._low_snr_headroom_db = float(t["low_snr_headroom_db"]) if float(t["low_snr_min_silence_ms"]) else None
 
     def _open_pipeline(self) -> None:
         self._held: _Held | None = None  # the latest turn that ended without a reply
@@ -379,8 +380,10 @@ class Session:
                 if semantic and (silence_ms := self._endpointer.pause_ms_if(float(p))) is not None:
                     await self._pipe.on_pause(silence_ms)
                 eot = self._pipe.end_of_turn_probability() if semantic else None
-                headroom = self._gate.headroom_db()
-                low_snr = headroom is not None and headroom < self._low_snr_headroom_db
+                low_snr = False
+                if self._low_snr_headroom_db is not None:
+                    headroom = self._gate.headroom_db()
+                    low_snr = headroom is not None and headroom < self._low_snr_headroom_db
                 for tev in self._endpointer.step(float(p), eot_prob=eot, loud=loud, low_snr=low_snr):
                     await self._on_turn_event(tev)
 

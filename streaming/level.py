@@ -103,12 +103,14 @@ class QuietGate:
         self._speech: deque[float] = deque(maxlen=history)
         self.last_level = -math.inf  # level of the last window given to gate(), dBFS
 
+    def _background_level(self) -> float | None:
+        return max(float(np.percentile(self._background, 20)), self.floor_dbfs) if self._background else None
+
     def quiet_level(self) -> float | None:
         """The level under which a window in a turn is quiet; None until it is known."""
-        sp = self.speech_level()
-        if not self._background or sp is None:
+        sp, bg = self.speech_level(), self._background_level()
+        if bg is None or sp is None:
             return None
-        bg = max(float(np.percentile(self._background, 20)), self.floor_dbfs)
         deep = sp - self.depth_db
         if self.low_snr_margin_db is not None:
             deep = max(deep, bg + self.low_snr_margin_db)
@@ -119,10 +121,8 @@ class QuietGate:
 
         Near 0 (or below) the gate can hardly open: the user's speech is less than about
         ``depth_db`` over the noise, so pauses are found by the VAD's own probability."""
-        quiet = self.quiet_level()
-        if quiet is None:
-            return None
-        return quiet - max(float(np.percentile(self._background, 20)), self.floor_dbfs)
+        quiet, bg = self.quiet_level(), self._background_level()
+        return None if quiet is None or bg is None else quiet - bg
 
     def speech_level(self) -> float | None:
         """The speech level (dBFS) the gate compares against; None until speech was heard."""
