@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from models.domain import answer_sentences, audio_heldout_answers, core_length, normalize
 from models.features import N_MELS, LogMel
@@ -593,6 +594,28 @@ def load_stage3(path: Path, cfg: FusedConfig) -> tuple[FusedLM, LMConfig]:
     return model, lm_cfg
 
 
+def trainable(model: FusedLM, head_only: bool = False) -> list[nn.Parameter]:
+    """The parameters stage 3 trains: all, or with ``head_only`` the end-of-turn head alone
+    (the rest frozen, so the text answers stay exactly the starting model's)."""
+    for p in model.parameters():
+        p.requires_grad_(not head_only)
+    model.eot.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def stage3_forward(model: FusedLM, probs: torch.Tensor, enc: torch.Tensor, tgt: torch.Tensor,
+                   head_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(text loss, end-of-turn logits) of one stage-3 batch. With ``head_only`` the LM runs
+    without gradients and the text loss is 0."""
+    if head_only:
+        with torch.no_grad():
+            h = model.lm.backbone(model.embed(probs, enc))[0]
+        return torch.zeros(()), model.eot(h).squeeze(-1)
+    logits, eot_logit, _ = model(probs, enc)
+    l_text = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+    return l_text, eot_logit
+
+
 def train_lm(args: argparse.Namespace) -> None:
     stage = "lm"
     torch.manual_seed(args.seed)
@@ -635,7 +658,9 @@ def train_lm(args: argparse.Namespace) -> None:
     log(f"lm rows: {len(rows)} speech + {len(text_rows)} text (mix {args.text_mix}), "
         f"{len(dev_rows)} dev ({time.time() - t0:.0f}s); {lm_cfg}", stage)  # fmt: skip
     teacher = load_stage3(args.eot_teacher, cfg)[0].eval() if args.eot_teacher else None
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    head_only = getattr(args, "head_only", False)
+    params = trainable(model, head_only)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     start = 0
     last = RUNS / f"{stage}_last.pt"
     if last.exists() and not args.fresh:
@@ -655,10 +680,7 @@ def train_lm(args: argparse.Namespace) -> None:
                                               rng if args.augment else None)  # fmt: skip
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, warmup=50)
-        logits, eot_logit, _ = model(probs, encx)
-        l_text = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
-        )
+        l_text, eot_logit = stage3_forward(model, probs, encx, tgt, head_only)
         t_logit = None
         if teacher is not None:
             with torch.no_grad():
@@ -667,7 +689,7 @@ def train_lm(args: argparse.Namespace) -> None:
         loss = l_text + args.eot_weight * l_eot
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % args.log_every == 0:
             el = time.time() - t_start
@@ -954,6 +976,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sure-end", action="store_true",
                     help="target 1 at the last piece of a complete question (the utterance's end), "
                          "also under --eot-teacher")
+    ap.add_argument("--head-only", action="store_true",
+                    help="stage 3: train the end-of-turn head alone on the frozen LM (text "
+                         "answers stay exactly those of --init-lm)")
     ap.add_argument("--eot-teacher", type=Path, default=None,
                     help="stage 3: end-of-turn targets are this stage-3 checkpoint's head "
                          "probabilities (e.g. lm_init.pt: fine-tune the text, keep the end of turn)")

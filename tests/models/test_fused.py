@@ -548,3 +548,29 @@ def test_a_sure_end_is_the_end_with_or_without_the_teacher() -> None:
     assert s.grad is not None and s.grad[0, 3] < 0 and torch.allclose(s.grad[0, :3], torch.zeros(3), atol=1e-7)
     # without a teacher SURE is a label of 1
     assert torch.equal(eot_loss(teacher, sure), eot_loss(teacher, torch.tensor([[-1.0, 0.0, 1.0, 1.0]])))
+
+
+@pytest.mark.parametrize("head_only", [True, False])
+def test_head_only_stage3_keeps_the_text_answers(head_only: bool) -> None:
+    from models.training.train_fused import eot_loss, stage3_forward, trainable
+
+    torch.manual_seed(1)
+    cfg = FusedConfig.from_name("tiny", vocab_size=40)
+    model = FusedLM(LMConfig.from_name("tiny", vocab_size=40, max_seq_len=16), cfg)
+    torch.nn.init.normal_(model.proj.weight, std=0.02)
+    probs = torch.softmax(torch.randn(2, 6, 40), -1)
+    enc = torch.randn(2, 6, cfg.enc_dim)
+    tgt = torch.randint(0, 40, (2, 6))
+    eot = torch.tensor([[0.0, 0.0, 1.0, -1.0, 0.0, 1.0]] * 2)
+    with torch.no_grad():
+        text0, eot0, _ = model(probs, enc)
+    params = trainable(model, head_only)
+    opt = torch.optim.SGD(params, lr=0.5)
+    l_text, logit = stage3_forward(model, probs, enc, tgt, head_only)
+    (l_text + eot_loss(logit, eot)).backward()
+    opt.step()
+    with torch.no_grad():
+        text1, eot1, _ = model(probs, enc)
+    assert not torch.allclose(eot0, eot1)  # the head learned either way
+    assert torch.equal(text0, text1) == head_only  # the text only without --head-only
+    assert (l_text.item() == 0.0) == head_only
