@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ def load_trained(runs: Path = RUNS) -> dict[str, Any]:
     enc.load_state_dict(enc_ck["model"])
     lm_ck = torch.load(runs / "lm_final.pt", weights_only=False)
     lm_cfg = LMConfig.from_dict(lm_ck["lm_cfg"])
+    # the end-of-turn head's shape is stage 3's (the encoder run does not know it)
+    cfg = replace(cfg, eot_hidden=FusedConfig.from_dict(lm_ck.get("cfg", {})).eot_hidden)
     lm = FusedLM(lm_cfg, cfg)
     lm.load_state_dict(lm_ck["model"])
     out: dict[str, Any] = {"cfg": cfg, "lm_cfg": lm_cfg, "encoder": enc.eval(), "lm": lm.eval(),

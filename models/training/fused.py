@@ -54,6 +54,8 @@ class FusedConfig:
     ah_frame_dilations: tuple[int, ...] = (1, 2, 4, 8, 1, 2, 4)
     latent_dim: int = 192
     z_stack: int = 4  # z frames per audio-head step (the codec's stack)
+    # end-of-turn head: 0 = linear on the LM state, else one hidden GELU layer this wide
+    eot_hidden: int = 0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(
@@ -210,7 +212,10 @@ class FusedLM(nn.Module):
         self.lm = LM(lm_cfg)
         self.proj = nn.Linear(cfg.enc_dim, lm_cfg.d_model, bias=False)
         nn.init.zeros_(self.proj.weight)
-        self.eot = nn.Linear(lm_cfg.d_model, 1)
+        d, k = lm_cfg.d_model, cfg.eot_hidden
+        self.eot_hidden = k
+        self.eot: nn.Module = (nn.Sequential(nn.Linear(d, k), nn.GELU(), nn.Linear(k, 1)) if k
+                               else nn.Linear(d, 1))  # fmt: skip
 
     def embed(self, probs: Tensor, enc: Tensor) -> Tensor:
         # probs (B, T, V), enc (B, T, C_enc) -> (B, T, d_model)

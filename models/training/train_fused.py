@@ -21,6 +21,7 @@ import hashlib
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -585,12 +586,20 @@ def eot_loss(logit: torch.Tensor, eot: torch.Tensor, teacher_logit: torch.Tensor
     return F.binary_cross_entropy_with_logits(logit[m], target, weight=w)
 
 
-def load_stage3(path: Path, cfg: FusedConfig) -> tuple[FusedLM, LMConfig]:
-    """A stage-3 checkpoint (``lm_final.pt``, or from_bundle's ``lm_init.pt``) as a FusedLM."""
+def load_stage3(path: Path, cfg: FusedConfig, eot_hidden: int | None = None) -> tuple[FusedLM, LMConfig]:
+    """A stage-3 checkpoint (``lm_final.pt``, or from_bundle's ``lm_init.pt``) as a FusedLM,
+    with its own end-of-turn head, or with a new one of ``eot_hidden`` (freshly initialized
+    when its shape differs from the checkpoint's)."""
     ck = torch.load(path, weights_only=False)
     lm_cfg = LMConfig.from_dict(ck["lm_cfg"])
-    model = FusedLM(lm_cfg, cfg)
-    model.load_state_dict(ck["model"])
+    own = FusedConfig.from_dict(ck.get("cfg", {})).eot_hidden
+    model = FusedLM(lm_cfg, replace(cfg, eot_hidden=own if eot_hidden is None else eot_hidden))
+    state = ck["model"]
+    if eot_hidden is not None and eot_hidden != own:
+        state = {k: v for k, v in state.items() if not k.startswith("eot.")}
+        model.load_state_dict(state, strict=False)
+    else:
+        model.load_state_dict(state)
     return model, lm_cfg
 
 
@@ -622,8 +631,11 @@ def train_lm(args: argparse.Namespace) -> None:
     enc, cfg = load_encoder()
     enc_tok = torch.load(RUNS / "encoder_final.pt", weights_only=False)["tokenizer"]
     tok = Tokenizer([tuple(m) for m in enc_tok["merges"]])
+    if args.eot_hidden is not None:
+        cfg = replace(cfg, eot_hidden=args.eot_hidden)
     if args.init_lm:  # a trained stage 3 (models.training.from_bundle), fine-tuned further
-        model, lm_cfg = load_stage3(args.init_lm, cfg)
+        model, lm_cfg = load_stage3(args.init_lm, cfg, args.eot_hidden)
+        cfg = replace(cfg, eot_hidden=model.eot_hidden)
     else:
         ck = torch.load(TEXTLM_CKPT, weights_only=False)
         if ck.get("tokenizer", enc_tok)["merges"] != enc_tok["merges"]:
@@ -979,6 +991,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--head-only", action="store_true",
                     help="stage 3: train the end-of-turn head alone on the frozen LM (text "
                          "answers stay exactly those of --init-lm)")
+    ap.add_argument("--eot-hidden", type=int, default=None,
+                    help="stage 3: an end-of-turn head with one hidden layer this wide (0: linear; "
+                         "default: --init-lm's own head)")
     ap.add_argument("--eot-teacher", type=Path, default=None,
                     help="stage 3: end-of-turn targets are this stage-3 checkpoint's head "
                          "probabilities (e.g. lm_init.pt: fine-tune the text, keep the end of turn)")

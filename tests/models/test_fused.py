@@ -574,3 +574,37 @@ def test_head_only_stage3_keeps_the_text_answers(head_only: bool) -> None:
     assert not torch.allclose(eot0, eot1)  # the head learned either way
     assert torch.equal(text0, text1) == head_only  # the text only without --head-only
     assert (l_text.item() == 0.0) == head_only
+
+
+def test_a_hidden_layer_head_goes_through_the_bundle_and_back(parts: dict, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from models.training.from_bundle import load_bundle, write_checkpoints
+    from models.training.train_fused import load_stage3
+
+    torch.manual_seed(2)
+    cfg = replace(parts["cfg"], eot_hidden=16)
+    lm = FusedLM(parts["lm_cfg"], cfg).eval()
+    lm.load_state_dict({k: v for k, v in parts["lm"].state_dict().items() if not k.startswith("eot.")},
+                       strict=False)  # fmt: skip
+    write_bundle(parts | {"cfg": cfg, "lm": lm}, tmp_path / "a", codec_bundle="no-codec", fp16=False)
+    got = load_bundle(tmp_path / "a")
+    assert got["cfg"].eot_hidden == 16
+    want, have = lm.state_dict(), got["lm"].state_dict()
+    assert want.keys() == have.keys() and all(torch.equal(want[k], have[k]) for k in want)
+    # the runtime reads the hidden-layer head from lm_step like the linear one
+    fm = FusedModel(tmp_path / "a")
+    st = fm.new_state()
+    fm.push_text(st, "what is seven plus five")
+    ids = [fm.tok.special("<bos>"), fm.tok.special("<user>")] + st.user_ids
+    x = torch.nn.functional.one_hot(torch.tensor([ids]), fm.vocab).float()
+    with torch.no_grad():
+        ref = lm(x, torch.zeros(1, len(ids), cfg.enc_dim))[1][0, -1].item()
+    assert st.eot_logit == pytest.approx(ref, abs=1e-4)
+    # stage 3 starts from it with its own head, or with a fresh head of another shape
+    write_checkpoints(got, tmp_path / "runs")
+    own, _ = load_stage3(tmp_path / "runs" / "lm_init.pt", parts["cfg"])
+    assert own.eot_hidden == 16 and torch.equal(own.eot[0].weight, lm.eot[0].weight)
+    lin, _ = load_stage3(tmp_path / "runs" / "lm_init.pt", parts["cfg"], eot_hidden=0)
+    assert lin.eot_hidden == 0 and isinstance(lin.eot, torch.nn.Linear)
+    assert torch.equal(lin.lm.tok_embeddings.weight, lm.lm.tok_embeddings.weight)
