@@ -64,15 +64,7 @@ done_ $R/t/encoder_final.pt || $T encoder --preset medium --steps 6000 --lr 5e-4
 done_ $R/t/lm_final.pt || $T lm --runs $R/t --init-lm $R/t0/lm_init.pt --eot-teacher $R/t0/lm_init.pt \
     --steps 3000 --lr 3e-4 --text-mix 0.5 --eot-label complete --extra $B $A --threads 2
 cp $R/t0/audio_final.pt $R/t/audio_final.pt
-# the end-of-turn head alone on t's frozen LM (--head-only: the answers stay t's), t's head the
-# teacher, except 1 at the end of every complete question (--sure-end) and HOLD as before;
-# the row caches are t's (same encoder, same speech)
-mkdir -p $R/y
-cp $R/t/encoder_final.pt $R/t/audio_final.pt $R/y/
-for f in $R/t/lm_rows_*.pt; do ln -sf "$(realpath "$f")" $R/y/; done
-done_ $R/y/lm_final.pt || $T lm --runs $R/y --init-lm $R/t/lm_final.pt --eot-teacher $R/t/lm_final.pt \
-    --head-only --sure-end --steps 3000 --lr 1e-3 --text-mix 0.5 --eot-label complete --extra $B $A --threads 2
-$PY -m models.training.export_fused --runs $R/y
+$PY -m models.training.export_fused --runs $R/t
 # the level gate: 1.0 at 20 dB, which --gates 0.9,1.0 --depths 30,20,14 chose for every model since
 $PY -m models.training.eot_tune --tails 400 --gates 1.0 --depths 20 --absolute-caps --grid --write-manifest
 $PY -m models.training.eval_fused
