@@ -631,12 +631,11 @@ def train_lm(args: argparse.Namespace) -> None:
     enc, cfg = load_encoder()
     enc_tok = torch.load(RUNS / "encoder_final.pt", weights_only=False)["tokenizer"]
     tok = Tokenizer([tuple(m) for m in enc_tok["merges"]])
-    if args.eot_hidden is not None:
-        cfg = replace(cfg, eot_hidden=args.eot_hidden)
     if args.init_lm:  # a trained stage 3 (models.training.from_bundle), fine-tuned further
         model, lm_cfg = load_stage3(args.init_lm, cfg, args.eot_hidden)
         cfg = replace(cfg, eot_hidden=model.eot_hidden)
     else:
+        cfg = replace(cfg, eot_hidden=args.eot_hidden or 0)
         ck = torch.load(TEXTLM_CKPT, weights_only=False)
         if ck.get("tokenizer", enc_tok)["merges"] != enc_tok["merges"]:
             raise SystemExit("the text LM's tokenizer differs from the encoder's: retrain stage 1")
