@@ -19,6 +19,7 @@ import it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -288,6 +289,52 @@ def core_length(words: list[str]) -> int:
     while k > 0 and words[k - 1] in TRAILING_FILLERS:
         k -= 1
     return k
+
+# Words a question may start with before what it asks ("hey please what is ..."); said
+# alone they ask nothing (a lone "hey" greets, but cannot be told from the prefix).
+_LEADS = (
+    ("hey", "can", "you", "tell", "me"), ("can", "you", "tell", "me"), ("hey", "please"),
+    ("hey",), ("please",),
+)  # fmt: skip
+
+
+def question_core(words: list[str]) -> tuple[str, ...]:
+    """What a question asks: its ``words`` without "um"/"uh", repeated words, the fillers at
+    its end and the leading "hey", "please" and "can you tell me" (the corpus combines those
+    with every template)."""
+    out: list[str] = []
+    for w in words:
+        if w not in _FILLERS and (not out or out[-1] != w):
+            out.append(w)
+    out = out[: core_length(out)]
+    stripped = True
+    while stripped:
+        stripped = False
+        for lead in _LEADS:
+            if tuple(out[: len(lead)]) == lead and len(out) > len(lead):
+                out, stripped = out[len(lead) :], True
+                break
+    return tuple(out)
+
+
+def complete_question(words: list[str], seed: int = 0) -> bool:
+    """True when ``words`` (normalized) ask a whole question of the domain: their
+    :func:`question_core` is that of a complete training question ("hey thanks" asks what
+    "thanks" asks, though the corpus may go on with "a lot"). Built from the train split
+    only, so held-out phrasings add nothing; a lone lead word ("hey") is never complete."""
+    core = question_core(words)
+    return bool(core) and core not in _LEADS and core in _complete_cores(seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _complete_cores(seed: int) -> frozenset[tuple[str, ...]]:
+    corpus = generate_corpus(seed)
+    return frozenset(
+        question_core(normalize(e.question).split())
+        for e in corpus + bare_social_forms(corpus)
+        if e.split == "train" and e.skill != "incomplete"
+    )
+
 
 _ARITH_TEMPLATES = ("what is {a} {op} {b}", "how much is {a} {op} {b}", "{a} {op} {b}")
 _CAPITAL_TEMPLATES = (

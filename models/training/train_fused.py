@@ -30,7 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.domain import answer_sentences, audio_heldout_answers, core_length, normalize
+from models.domain import (
+    answer_sentences,
+    audio_heldout_answers,
+    complete_question,
+    core_length,
+    normalize,
+)
 from models.features import N_MELS, LogMel
 from models.fused import warm_audio
 from models.tokenizer import Tokenizer
@@ -365,7 +371,11 @@ def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = 
     whether or not "please" follows, because no text can tell those apart (the corpus adds
     fillers to about half of the questions, so a ``last`` head learns template statistics
     and was under 0.95 at the true end of 27 % of held-out questions). A misheard question
-    keeps only the ``last`` label."""
+    keeps only the ``last`` label. ``prefix`` also marks, with :data:`SURE` (so that no
+    ``--eot-teacher`` overrides it), every piece after which the words heard so far ask a
+    whole question of the domain though the question goes on (``domain.complete_question``:
+    "hey thanks" of "hey thanks a lot", "how are you" of "how are you doing"): no text tells
+    those apart either, and real users stop there."""
     n = len(ids)
     lab = np.zeros(n, np.float32)
     if not complete or n == 0:
@@ -379,8 +389,12 @@ def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = 
     for i, t in enumerate(ids):
         heard += tok.decode([int(t)])
         got = heard.split()
-        if len(got) >= max(core, 1) and got == words[: len(got)]:
+        if got != words[: len(got)]:
+            continue
+        if len(got) >= max(core, 1):
             lab[i] = 1.0
+        elif mode == "prefix" and complete_question(got):
+            lab[i] = SURE
     return lab
 
 
@@ -975,9 +989,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="lm: start from this stage-3 checkpoint (from_bundle's lm_init.pt) "
                          "instead of the text LM")  # fmt: skip
     ap.add_argument("--eot-weight", type=float, default=1.0)
-    ap.add_argument("--eot-label", choices=("last", "complete"), default="last",
-                    help="stage 3: end-of-turn positives at the last piece only, or also "
-                         "wherever only fillers are left (eot_labels)")  # fmt: skip
+    ap.add_argument("--eot-label", choices=("last", "complete", "prefix"), default="last",
+                    help="stage 3: end-of-turn positives at the last piece only, also "
+                         "wherever only fillers are left, or also wherever the words so far "
+                         "ask a whole question (eot_labels)")  # fmt: skip
     ap.add_argument("--pause-token", default=None,
                     help="stage 3: read the end-of-turn head on this special token, a step the "
                          "run time adds when the user is silent (pause_rows; e.g. <reserved_0>)")

@@ -154,3 +154,20 @@ def test_bare_social_forms_fill_what_the_draw_left_out(corpus: list[domain.Examp
     every = {domain.normalize(e.question) for e in corpus + bare}
     for questions in domain._FIXED_QUESTIONS.values():
         assert set(questions) <= every
+
+
+def test_complete_question_follows_what_the_words_ask(corpus: list[domain.Example]) -> None:
+    def done(q: str) -> bool:
+        return domain.complete_question(q.split())
+
+    for e in corpus:
+        if e.split == "train":
+            assert done(domain.normalize(e.question)) == (e.skill != "incomplete"), e.question
+    # a trained question with another lead, or cut after a whole question
+    assert done("hey please thanks") and done("how are you") and done("um bye bye")
+    assert done("what is seven plus five") and not done("what is seven plus")
+    assert not done("hey") and not done("hey please") and not done("can you tell me")
+    assert not done("thanks a") and not done("count from one to") and not done("")
+    assert domain.question_core("hey please what is is um one plus two please".split()) == (
+        "what", "is", "one", "plus", "two",
+    )  # fmt: skip

@@ -28,6 +28,7 @@ from models.training.fused import (  # noqa: E402
 )
 from models.training.lm import LMConfig  # noqa: E402
 from models.training.train_fused import (  # noqa: E402
+    SURE,
     WARMUP,
     augment_row,
     encoder_run,
@@ -163,6 +164,23 @@ def test_eot_loss_follows_the_teacher_instead_of_the_labels() -> None:
     eot_loss(h, held, teacher).backward()
     assert h.grad is not None and h.grad[0, 2] > 0 and torch.allclose(h.grad[0, [0, 1, 3]], torch.zeros(3), atol=1e-7)
     assert torch.equal(eot_loss(teacher, held), eot_loss(teacher, torch.tensor([[-1.0, 0.0, 0.0, 1.0]])))
+
+
+def test_prefix_labels_mark_a_whole_question_that_goes_on_as_sure() -> None:
+    tok = train_bpe(["hey thanks a lot", "hey what is one times zero please"] * 3, 400)
+    text = "hey thanks a lot"
+    ids = tok.encode(text)
+    assert len(ids) == 4
+    assert eot_labels(tok, ids, text, True).tolist() == [0, 0, 0, 1]
+    # "hey thanks" asks what "thanks" asks: the end, whatever a teacher says
+    assert eot_labels(tok, ids, text, True, "prefix").tolist() == [0, SURE, 0, 1]
+    # heard otherwise ("hey thanks a a"): the words so far decide, the last piece keeps 1
+    assert eot_labels(tok, tok.encode("hey thanks a a"), text, True, "prefix").tolist() == [0, SURE, 0, 1]
+    assert eot_labels(tok, ids, text, False, "prefix").tolist() == [0] * 4
+    # "hey" alone and "hey what is one" (a cut question) ask nothing whole
+    t2 = "hey what is one times zero please"
+    got = eot_labels(tok, tok.encode(t2), t2, True, "prefix").tolist()
+    assert got == eot_labels(tok, tok.encode(t2), t2, True).tolist() == [0, 0, 0, 0, 0, 1, 1]
 
 
 def test_eot_labels_reach_the_batch_through_augmentation() -> None:
