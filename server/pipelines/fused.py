@@ -10,7 +10,11 @@ decoded by the streaming codec decoder in small chunks, the first smallest.
 
 Every turn is independent (BUILTIN_ASSISTANT.md), so each new user turn
 resets the model's context: it stays bounded for sessions of any length, and
-a barge-in needs no further truncation.
+a barge-in needs no further truncation. One exception: speech that interrupts
+the reply within :data:`CONTINUE_MS` of input after the end of turn goes on
+with the same question (the head fired in a pause, before "please" or the rest
+of it). The user's side of the state keeps hearing the input that long, so
+that turn continues from it and is answered whole.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ from streaming.level import first_audible
 FIRST_CHUNK = 2  # token frames in the first codec chunk (smallest, for latency)
 CHUNK = 6  # token frames per later chunk
 SPEC_AUDIBLE_MS = 100  # audible audio a speculation decodes before the decision
+# Input heard after the end of turn within which an interrupting turn continues the same
+# question: the domain allows 700 ms pauses; the end of turn comes ~100 ms into one and a
+# barge-in needs ~100 ms of speech.
+CONTINUE_MS = 1000.0
 _CLAUSE_END = re.compile(r"[.!?]$")
 
 
@@ -83,6 +91,10 @@ class FusedSession(PipelineSession):
         self.look: FusedState | None = None  # the latest lookahead copy, while it is current
         self.recent = np.zeros(0, np.float32)  # the last input, repeated by lookahead
         self.replying = False  # respond() is running on its own state
+        # After the end of turn :attr:`state` keeps hearing the input for this many more ms,
+        # so a barge-in that soon (``cut``: the reply was interrupted) continues the turn.
+        self.continue_left_ms = 0.0
+        self.cut = False
 
     def _heard(self) -> FusedState:
         """The state that best knows what the user said: the latest lookahead copy while it
@@ -101,6 +113,12 @@ class FusedSession(PipelineSession):
         if p >= self.p.speculate_above and (self.spec is None or self.spec.heard != self._heard().user_ids):
             self.spec = self._speculate(m.clone_state(self._heard()))
         return p
+
+    def _hear(self, pcm16k: np.ndarray) -> None:
+        """Worker job after the end of turn: the user's side of the state hears on (no head,
+        no speculation: a reply is running)."""
+        self.recent = np.concatenate([self.recent, pcm16k])[-LOOK_RECENT:]
+        self.p.model.push_audio(self.state, pcm16k)
 
     def _look(self) -> float:
         """Worker job in a VAD pause: the head on a copy of the state that also heard
@@ -153,6 +171,11 @@ class FusedSession(PipelineSession):
 
     async def on_speech_start(self, audio16k: np.ndarray) -> None:
         self.spec = self.look = None
+        go_on, self.continue_left_ms, self.cut = self.cut and self.continue_left_ms > 0, 0.0, False
+        if go_on:  # the same question: the state has heard every input chunk up to now
+            self.listening = True
+            self.eot = await self.worker.run(self.p.model.end_of_turn_probability, self.state)
+            return
         self.recent = np.zeros(0, np.float32)
         if self.replying:
             # a turn heard during a reply it does not interrupt: leave the reply its state
@@ -165,6 +188,9 @@ class FusedSession(PipelineSession):
     async def on_audio(self, pcm16k: np.ndarray) -> None:
         if self.listening:
             self.eot = await self.worker.run(self._push, pcm16k)
+        elif self.continue_left_ms > 0:
+            self.continue_left_ms -= len(pcm16k) * 1000 / 16000
+            await self.worker.run(self._hear, pcm16k)
 
     async def on_pause(self, silence_ms: float) -> None:
         # Past lookahead_ms of real silence the real encoder has caught up: no copy needed.
@@ -182,6 +208,7 @@ class FusedSession(PipelineSession):
         self.listening = False
         self.eot = 0.0
         self.spec = self.look = None
+        self.continue_left_ms, self.cut = 0.0, False
 
     async def hold_turn(self, audio16k: np.ndarray) -> object:
         """A copy of the state that heard the turn (the lookahead copy while it is current);
@@ -191,8 +218,10 @@ class FusedSession(PipelineSession):
         return held
 
     def truncate(self, played_ms: float) -> None:
-        # The next user turn resets the context; nothing after the played part is kept.
+        # The next user turn resets the context (or, within continue_ms, continues the
+        # question from the user's side of the state); the reply's state is dropped.
         self.truncated_ms = played_ms
+        self.cut = True
 
     def _speak(self, clause: str) -> np.ndarray:
         return self.p.model.audio_tokens_for(clause)
@@ -214,6 +243,7 @@ class FusedSession(PipelineSession):
         t0 = time.perf_counter()
         spec, self.spec = self.spec, None
         st = self.state
+        self.continue_left_ms, self.cut = 0.0, False
         if turn.text is not None:  # text input: the LM reads it as exact (one-hot) pieces
             spec = None
             await run(m.reset_turn, st)
@@ -222,6 +252,9 @@ class FusedSession(PipelineSession):
             spec, st = None, turn.held
         else:
             st = self._heard()  # the current lookahead copy heard the last piece
+            if spec is None and st is self.state:  # the reply must not touch the user's side
+                st = await run(m.clone_state, st)
+            self.continue_left_ms = self.p.continue_ms
         self.look = None
         if spec is not None and spec.heard != st.user_ids:
             spec = None  # it answers something else than what is now heard
@@ -309,6 +342,7 @@ class FusedPipeline(Pipeline):
         # begins a reply as soon as the head crosses it, before the VAD confirms.
         self.speculate_above = self.model.eot_threshold
         self.lookahead_ms = self.model.lookahead_ms
+        self.continue_ms = CONTINUE_MS
         self.turn_defaults = {
             "mode": "semantic",
             "stop_ms": 1500.0,

@@ -190,6 +190,64 @@ async def test_a_held_turn_is_answered_after_the_next_turn_began() -> None:
     assert text(new, "assistant").lower().startswith("three"), text(new, "assistant")
 
 
+@pytest.mark.parametrize(("cut", "pause_s", "merged"), [(True, 0.4, True), (False, 0.4, False), (True, 1.2, False)])
+async def test_a_barge_in_soon_after_the_end_continues_the_question(cut: bool, pause_s: float, merged: bool) -> None:
+    """The head may end the turn in a pause before "please". Speech that interrupts the
+    reply within CONTINUE_MS of input after the end of turn goes on with the same question:
+    the user's side of the state heard the input meanwhile, so the next turn is the whole
+    question. A reply that was not interrupted, or speech after a longer pause, starts a
+    new question from a fresh context."""
+    from server.config import ServerConfig
+    from server.pipelines.base import ReplyAudio, ReplyText, Turn
+    from server.pipelines.fused import CONTINUE_MS, FusedPipeline
+    from server.worker import InferenceWorker
+
+    def text(items: list, role: str) -> str:
+        return "".join(i.delta for i in items if isinstance(i, ReplyText) and i.role == role)
+
+    assert pause_s * 1000 < CONTINUE_MS or not merged
+    pipe = FusedPipeline(ServerConfig(bundles_dir=str(ROOT / "bundles")))
+    first = with_silence(espeak("what is two times three"), 16000, 0.3, 0.15)
+    rest = with_silence(espeak("please"), 16000, pause_s, 0.9)
+    onset = int(pause_s * 16000) + 1600  # the barge-in is heard ~100 ms into the speech
+    worker = InferenceWorker()
+    worker.start()
+
+    async def feed(s: object, x: np.ndarray) -> None:
+        for i in range(0, len(x), 320):
+            await s.on_audio(x[i : i + 320])  # type: ignore[attr-defined]
+
+    try:
+        s = pipe.open_session(worker)
+        await s.on_speech_start(first[:320])
+        await feed(s, first[320:])
+        gen = s.respond(Turn(response_id=1, audio=first))
+        out = []
+        async for item in gen:
+            out.append(item)
+            if isinstance(item, ReplyAudio):
+                break
+        await feed(s, rest[:onset])  # heard while the reply runs
+        if cut:
+            await gen.aclose()
+            s.truncate(80.0)
+        else:
+            out += [item async for item in gen]
+        await s.on_speech_start(rest[onset - 4800 : onset])
+        await feed(s, rest[onset:])
+        second = [i async for i in s.respond(Turn(response_id=2, audio=rest))]
+    finally:
+        worker.stop()
+    assert "two times three" in text(out, "user"), text(out, "user")
+    heard = text(second, "user")
+    assert heard.rstrip().endswith("please"), heard
+    if merged:
+        assert "two times three" in heard, heard
+        assert "six" in text(second, "assistant").lower(), text(second, "assistant")
+    else:
+        assert "times" not in heard, heard
+
+
 def test_a_lone_social_word_is_heard_as_itself() -> None:
     """A session starts the turn 300 ms before the speech. Encoders that started every turn
     from a zero state heard "hey" there, whatever was said: a lone "thanks" or "hi" was
