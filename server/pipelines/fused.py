@@ -10,11 +10,12 @@ decoded by the streaming codec decoder in small chunks, the first smallest.
 
 Every turn is independent (BUILTIN_ASSISTANT.md), so each new user turn
 resets the model's context: it stays bounded for sessions of any length, and
-a barge-in needs no further truncation. One exception: speech that interrupts
-the reply within :data:`CONTINUE_MS` of input after the end of turn goes on
-with the same question (the head fired in a pause, before "please" or the rest
-of it). The user's side of the state keeps hearing the input that long, so
-that turn continues from it and is answered whole.
+a barge-in needs no further truncation. One exception: the head may end a
+turn in a pause before a trailing "please" or "um", and the user then says it
+over the reply. The user's side of the state keeps hearing the input for
+:data:`CONTINUE_MS` after the end of turn; a turn that interrupts the reply
+within that time and says only :data:`FILLERS` continues the question from it
+and is answered whole (a new question, however soon, starts fresh).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ SPEC_AUDIBLE_MS = 100  # audible audio a speculation decodes before the decision
 # question: the domain allows 700 ms pauses; the end of turn comes ~100 ms into one and a
 # barge-in needs ~100 ms of speech.
 CONTINUE_MS = 1000.0
+# Words that never ask anything on their own: a turn of only these goes on with the last.
+FILLERS = frozenset(("please", "um", "uh"))
 _CLAUSE_END = re.compile(r"[.!?]$")
 
 
@@ -92,14 +95,23 @@ class FusedSession(PipelineSession):
         self.recent = np.zeros(0, np.float32)  # the last input, repeated by lookahead
         self.replying = False  # respond() is running on its own state
         # After the end of turn :attr:`state` keeps hearing the input for this many more ms,
-        # so a barge-in that soon (``cut``: the reply was interrupted) continues the turn.
+        # so a barge-in that soon (``cut``: the reply was interrupted) may continue the turn:
+        # then ``merged`` is that state, hearing on beside the fresh one.
         self.continue_left_ms = 0.0
         self.cut = False
+        self.merged: FusedState | None = None
 
     def _heard(self) -> FusedState:
         """The state that best knows what the user said: the latest lookahead copy while it
         is current (it heard the encoder's late last piece), else the real state."""
         return self.look if self.look is not None else self.state
+
+    def _goes_on(self) -> FusedState | None:
+        """The continued state, when this turn (heard so far) is only fillers."""
+        if self.merged is None:
+            return None
+        words = self.p.model.heard_text(self._heard()).split()
+        return self.merged if words and all(w in FILLERS for w in words) else None
 
     def _push(self, pcm16k: np.ndarray) -> float:
         """Worker job: hear a chunk; when the turn looks complete, begin the reply at once."""
@@ -109,6 +121,10 @@ class FusedSession(PipelineSession):
         real = self.state.user_ids
         if self.look is not None and real != self.look.user_ids[: len(real)]:
             self.look = None  # the real encoder heard something the lookahead did not
+        if self.merged is not None:
+            m.push_audio(self.merged, pcm16k)
+            if (merged := self._goes_on()) is not None:
+                return m.end_of_turn_probability(merged)
         p = m.end_of_turn_probability(self.state)
         if p >= self.p.speculate_above and (self.spec is None or self.spec.heard != self._heard().user_ids):
             self.spec = self._speculate(m.clone_state(self._heard()))
@@ -128,6 +144,8 @@ class FusedSession(PipelineSession):
         if not self.state.user_ids:
             return 0.0
         look = self.look = m.lookahead(self.state, look_tail(self.recent, self.p.lookahead_ms))
+        if (merged := self._goes_on()) is not None:
+            return m.end_of_turn_probability(merged)
         p = m.head_probability(look)
         if p >= self.p.speculate_above and (self.spec is None or self.spec.heard != look.user_ids):
             self.spec = self._speculate(m.clone_state(look))
@@ -172,18 +190,18 @@ class FusedSession(PipelineSession):
     async def on_speech_start(self, audio16k: np.ndarray) -> None:
         self.spec = self.look = None
         go_on, self.continue_left_ms, self.cut = self.cut and self.continue_left_ms > 0, 0.0, False
-        if go_on:  # the same question: the state has heard every input chunk up to now
-            self.listening = True
-            self.eot = await self.worker.run(self.p.model.end_of_turn_probability, self.state)
-            return
+        # the continued state has heard every input chunk up to now; the fresh one hears this
+        # turn from its start, and a turn of only fillers goes on with the question
+        continued, self.merged = (self.state if go_on else None), None
         self.recent = np.zeros(0, np.float32)
-        if self.replying:
+        if go_on or self.replying:
             # a turn heard during a reply it does not interrupt: leave the reply its state
             self.state = await self.worker.run(self.p.model.new_state)
         else:
             await self.worker.run(self.p.model.reset_turn, self.state)
         self.listening = True
         self.eot = await self.worker.run(self._push, audio16k)
+        self.merged = continued
 
     async def on_audio(self, pcm16k: np.ndarray) -> None:
         if self.listening:
@@ -208,12 +226,13 @@ class FusedSession(PipelineSession):
         self.listening = False
         self.eot = 0.0
         self.spec = self.look = None
-        self.continue_left_ms, self.cut = 0.0, False
+        self.continue_left_ms, self.cut, self.merged = 0.0, False, None
 
     async def hold_turn(self, audio16k: np.ndarray) -> object:
         """A copy of the state that heard the turn (the lookahead copy while it is current);
         the next turn resets :attr:`state` and never touches it."""
-        held = await self.worker.run(self.p.model.clone_state, self._heard())
+        m = self.p.model
+        held = await self.worker.run(lambda: m.clone_state(self._goes_on() or self._heard()))
         self.reset_turn()
         return held
 
@@ -250,12 +269,16 @@ class FusedSession(PipelineSession):
             await run(m.push_text, st, turn.text)
         elif isinstance(turn.held, FusedState):  # a turn that ended earlier, kept by hold_turn
             spec, st = None, turn.held
+        elif (merged := await run(self._goes_on)) is not None:  # "please" after the question
+            spec, st = None, merged
+            self.state = await run(m.clone_state, merged)  # the user's side hears on
+            self.continue_left_ms = self.p.continue_ms
         else:
             st = self._heard()  # the current lookahead copy heard the last piece
             if spec is None and st is self.state:  # the reply must not touch the user's side
                 st = await run(m.clone_state, st)
             self.continue_left_ms = self.p.continue_ms
-        self.look = None
+        self.look = self.merged = None
         if spec is not None and spec.heard != st.user_ids:
             spec = None  # it answers something else than what is now heard
         heard = m.heard_text(st)

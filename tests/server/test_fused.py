@@ -190,13 +190,23 @@ async def test_a_held_turn_is_answered_after_the_next_turn_began() -> None:
     assert text(new, "assistant").lower().startswith("three"), text(new, "assistant")
 
 
-@pytest.mark.parametrize(("cut", "pause_s", "merged"), [(True, 0.4, True), (False, 0.4, False), (True, 1.2, False)])
-async def test_a_barge_in_soon_after_the_end_continues_the_question(cut: bool, pause_s: float, merged: bool) -> None:
-    """The head may end the turn in a pause before "please". Speech that interrupts the
-    reply within CONTINUE_MS of input after the end of turn goes on with the same question:
-    the user's side of the state heard the input meanwhile, so the next turn is the whole
-    question. A reply that was not interrupted, or speech after a longer pause, starts a
-    new question from a fresh context."""
+@pytest.mark.parametrize(
+    ("cut", "pause_s", "tail", "merged"),
+    [
+        (True, 0.4, "please", True),
+        (False, 0.4, "please", False),  # the reply was not interrupted
+        (True, 1.2, "please", False),  # said after CONTINUE_MS
+        (True, 0.4, "count from three to eight", False),  # a new question, however soon
+    ],
+)
+async def test_a_filler_soon_after_the_end_continues_the_question(
+    cut: bool, pause_s: float, tail: str, merged: bool
+) -> None:
+    """The head may end the turn in a pause before "please". A turn that interrupts the
+    reply within CONTINUE_MS of input after the end of turn and says only fillers goes on
+    with the question: the user's side of the state heard the input meanwhile, so the next
+    reply answers the whole question. A reply that was not interrupted, speech after a
+    longer pause, or a new question starts from a fresh context."""
     from server.config import ServerConfig
     from server.pipelines.base import ReplyAudio, ReplyText, Turn
     from server.pipelines.fused import CONTINUE_MS, FusedPipeline
@@ -205,10 +215,10 @@ async def test_a_barge_in_soon_after_the_end_continues_the_question(cut: bool, p
     def text(items: list, role: str) -> str:
         return "".join(i.delta for i in items if isinstance(i, ReplyText) and i.role == role)
 
-    assert pause_s * 1000 < CONTINUE_MS or not merged
+    assert (pause_s * 1000 < CONTINUE_MS) or not merged
     pipe = FusedPipeline(ServerConfig(bundles_dir=str(ROOT / "bundles")))
     first = with_silence(espeak("what is two times three"), 16000, 0.3, 0.15)
-    rest = with_silence(espeak("please"), 16000, pause_s, 0.9)
+    rest = with_silence(espeak(tail), 16000, pause_s, 0.9)
     onset = int(pause_s * 16000) + 1600  # the barge-in is heard ~100 ms into the speech
     worker = InferenceWorker()
     worker.start()
@@ -235,17 +245,20 @@ async def test_a_barge_in_soon_after_the_end_continues_the_question(cut: bool, p
             out += [item async for item in gen]
         await s.on_speech_start(rest[onset - 4800 : onset])
         await feed(s, rest[onset:])
+        eot = s.end_of_turn_probability()
         second = [i async for i in s.respond(Turn(response_id=2, audio=rest))]
     finally:
         worker.stop()
     assert "two times three" in text(out, "user"), text(out, "user")
-    heard = text(second, "user")
-    assert heard.rstrip().endswith("please"), heard
-    if merged:
-        assert "two times three" in heard, heard
-        assert "six" in text(second, "assistant").lower(), text(second, "assistant")
+    heard, said = text(second, "user"), text(second, "assistant").lower()
+    assert heard.rstrip().endswith(tail.split()[-1]), heard
+    if merged:  # and the question's own head ends the turn
+        assert "two times three" in heard and "six" in said, (heard, said)
+        assert eot is not None and eot >= pipe.speculate_above
     else:
         assert "times" not in heard, heard
+    if tail != "please":
+        assert said.startswith("three"), said
 
 
 def test_a_lone_social_word_is_heard_as_itself() -> None:
