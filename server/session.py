@@ -645,7 +645,7 @@ class Session:
         sent_ms = r.sent * 1000 / self.settings.output_sample_rate
         truncated = min(r.played_ms, sent_ms)
         if self._pipe is not None:
-            self._pipe.truncate(truncated)
+            self._pipe.truncate(truncated, barge_in=status == "interrupted")
         if notify:
             at = r.barge_in_ms if r.barge_in_ms is not None else self.input_ms
             self.emit(ev.Interrupted(r.rid, sent_ms, truncated, at))

@@ -94,8 +94,9 @@ class PipelineSession(ABC):
         ``Turn.held``. None (the default): the reply is made from ``Turn.audio`` alone."""
         return None
 
-    def truncate(self, played_ms: float) -> None:  # noqa: B027 - optional hook
-        """Barge-in: keep only the first ``played_ms`` of the last reply in context."""
+    def truncate(self, played_ms: float, *, barge_in: bool = True) -> None:  # noqa: B027 - optional hook
+        """Keep only the first ``played_ms`` of the last reply in context: after a barge-in,
+        or (``barge_in`` false) a cancel by the client."""
 
     def reset_turn(self) -> None:  # noqa: B027 - optional hook
         """Forget the current user turn's input (``input.clear``)."""

@@ -195,7 +195,8 @@ class FusedSession(PipelineSession):
         continued, self.merged = (self.state if go_on else None), None
         self.recent = np.zeros(0, np.float32)
         if go_on or self.replying:
-            # a turn heard during a reply it does not interrupt: leave the reply its state
+            # the continued state, or the state of a reply this turn does not interrupt,
+            # stays as it is
             self.state = await self.worker.run(self.p.model.new_state)
         else:
             await self.worker.run(self.p.model.reset_turn, self.state)
@@ -236,11 +237,12 @@ class FusedSession(PipelineSession):
         self.reset_turn()
         return held
 
-    def truncate(self, played_ms: float) -> None:
-        # The next user turn resets the context (or, within continue_ms, continues the
-        # question from the user's side of the state); the reply's state is dropped.
+    def truncate(self, played_ms: float, *, barge_in: bool = True) -> None:
+        # The next user turn resets the context (or, after a barge-in within continue_ms,
+        # continues the question from the user's side of the state); the reply's state is
+        # dropped.
         self.truncated_ms = played_ms
-        self.cut = True
+        self.cut = barge_in
 
     def _speak(self, clause: str) -> np.ndarray:
         return self.p.model.audio_tokens_for(clause)

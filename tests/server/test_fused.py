@@ -193,14 +193,15 @@ async def test_a_held_turn_is_answered_after_the_next_turn_began() -> None:
 @pytest.mark.parametrize(
     ("cut", "pause_s", "tail", "merged"),
     [
-        (True, 0.4, "please", True),
-        (False, 0.4, "please", False),  # the reply was not interrupted
-        (True, 1.2, "please", False),  # said after CONTINUE_MS
-        (True, 0.4, "count from three to eight", False),  # a new question, however soon
+        ("barge-in", 0.4, "please", True),
+        (None, 0.4, "please", False),  # the reply was not interrupted
+        ("cancel", 0.4, "please", False),  # the client cancelled it
+        ("barge-in", 1.2, "please", False),  # said after CONTINUE_MS
+        ("barge-in", 0.4, "count from three to eight", False),  # a new question, however soon
     ],
 )
 async def test_a_filler_soon_after_the_end_continues_the_question(
-    cut: bool, pause_s: float, tail: str, merged: bool
+    cut: str | None, pause_s: float, tail: str, merged: bool
 ) -> None:
     """The head may end the turn in a pause before "please". A turn that interrupts the
     reply within CONTINUE_MS of input after the end of turn and says only fillers goes on
@@ -240,7 +241,7 @@ async def test_a_filler_soon_after_the_end_continues_the_question(
         await feed(s, rest[:onset])  # heard while the reply runs
         if cut:
             await gen.aclose()
-            s.truncate(80.0)
+            s.truncate(80.0, barge_in=cut == "barge-in")
         else:
             out += [item async for item in gen]
         await s.on_speech_start(rest[onset - 4800 : onset])
