@@ -307,14 +307,11 @@ def question_core(words: list[str]) -> tuple[str, ...]:
         if w not in _FILLERS and (not out or out[-1] != w):
             out.append(w)
     out = out[: core_length(out)]
-    stripped = True
-    while stripped:
-        stripped = False
-        for lead in _LEADS:
-            if tuple(out[: len(lead)]) == lead and len(out) > len(lead):
-                out, stripped = out[len(lead) :], True
-                break
-    return tuple(out)
+    while True:
+        lead = next((x for x in _LEADS if tuple(out[: len(x)]) == x and len(out) > len(x)), None)
+        if lead is None:
+            return tuple(out)
+        out = out[len(lead) :]
 
 
 def complete_question(words: list[str], seed: int = 0) -> bool:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from models.codec import CodecDecoder, CodecStream
+from models.domain import TRAILING_FILLERS
 from models.fused import (
     LOOK_MARGIN_MS,
     LOOK_RECENT,
@@ -59,8 +60,9 @@ SPEC_AUDIBLE_MS = 100  # audible audio a speculation decodes before the decision
 # question: the domain allows 700 ms pauses; the end of turn comes ~100 ms into one and a
 # barge-in needs ~100 ms of speech.
 CONTINUE_MS = 1000.0
-# Words that never ask anything on their own: a turn of only these goes on with the last.
-FILLERS = frozenset(("please", "um", "uh"))
+# A turn of only the words the domain lets follow a complete question ("please", "um",
+# "uh") goes on with the last question.
+FILLERS = TRAILING_FILLERS
 _CLAUSE_END = re.compile(r"[.!?]$")
 
 
