@@ -44,6 +44,10 @@ more of its own trailing background so the traces reach the fallback.
 ``min_silence_ms``, ``late_threshold``, ``late_silence_ms``, ``low_snr_min_silence_ms`` and
 ``low_snr_headroom_db`` in ``bundles/fused/manifest.json`` (config only; graphs
 unchanged) and the report goes to ``reports/eot_tune.md``.
+``--rule THRESHOLD,SILENCE_MS`` sets the head threshold and VAD silence by hand (an
+operating point chosen as a product decision, docs/fused.md) instead of by the caps; its
+dev rates are reported next to the caps, and the late tier and low-SNR confirm are kept
+only if they add no dev fires before the speech end or in pauses to it.
 Last, a *low-SNR confirm*: where the level gate's quiet level is less than a headroom
 (0-3 dB) above the background, the gate cannot find pauses and the VAD's own silence,
 which already lags the speech end, confirms the head after fewer windows; kept if it
@@ -340,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--absolute-caps", action="store_true",
                     help=f"limit dev pause fires by {MAX_PAUSE_FIRE} only, not by the reference rule's rate")
     ap.add_argument("--report", type=Path, default=Path("reports/eot_tune.md"))
+    ap.add_argument("--rule", default="",
+                    help="THRESHOLD,SILENCE_MS: a head threshold and VAD silence set by hand "
+                         "instead of chosen within the caps (its dev rates are reported)")  # fmt: skip
     ap.add_argument("--objective", choices=("delay", "within"), default="delay",
                     help="delay: minimize dev p50 + p95/4 (the shipped rules); within: maximize dev "
                          "within 200 ms, under the same limits")  # fmt: skip
@@ -401,19 +408,36 @@ def main(argv: list[str] | None = None) -> None:
             head = f"| {tail:.0f} | {gname(gate, depth)} | {thr} | {sil * 32} |"
             lines.append(f"{head} dev | " + row(s))
             lines.append(f"{head} eval | " + row(score(etr, thr, sil)))
-    if not cands:
+    if args.rule:  # an operating point set by hand, on the first variant
+        thr, sil = float(args.rule.split(",")[0]), round(float(args.rule.split(",")[1]) / 32)
+        (tail, gate, depth), (dtr, etr) = variants[0], traced[0]
+        s = score(dtr, thr, sil)
+        how = (f"set by hand (--rule; dev before the end {s['early']:.3f} against the cap "
+               f"{MAX_EARLY}, in pauses {s['pause_fire']:.3f} against {MAX_PAUSE_FIRE})")  # fmt: skip
+    elif not cands:
         raise SystemExit("no rule met the limits")
-    _, tail, (gate, depth), thr, sil, s, etr, dtr = min(cands, key=lambda c: c[0])
+    else:
+        _, tail, (gate, depth), thr, sil, s, etr, dtr = min(cands, key=lambda c: c[0])
+        how = f"(objective: {args.objective})"
+    fixed = s if args.rule else None
+
+    def allowed(sl: dict[str, float]) -> bool:
+        """The late tier and low-SNR confirm may fire no more than the limits allow, or with
+        a rule set by hand, no more often before the end or in pauses than that rule."""
+        if fixed is not None:
+            return sl["early"] <= fixed["early"] and sl["pause_fire"] <= fixed["pause_fire"]
+        return within_limits(sl, base_dev, args.absolute_caps)
+
     es = score(etr, thr, sil)
     table_end = len(lines)
     lines += ["", f"Chosen on dev: lookahead {tail:.0f} ms, level gate {gname(gate, depth)}, threshold {thr}, "
-              f"min silence {sil * 32} ms (objective: {args.objective}).", f"Eval: {fmt(es)}."]  # fmt: skip
+              f"min silence {sil * 32} ms {how}.", f"Eval: {fmt(es)}."]  # fmt: skip
     # The late tier: a less sure head after a silence longer than any pause in a question.
     late, best_obj = None, objective(s)  # the late tier cannot change within 200 ms: delay
     for lt in LATE_THRESHOLDS:
         for ls in LATE_SILENCES:
             sl = score(dtr, thr, sil, (lt, ls))
-            if (within_limits(sl, base_dev, args.absolute_caps)
+            if (allowed(sl)
                     and sl["incomplete_fire"] <= s["incomplete_fire"] + LATE_INCOMPLETE_SLACK
                     and objective(sl) < best_obj):  # fmt: skip
                 late, best_obj = (lt, ls), objective(sl)
@@ -436,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     for hr in LOW_SNR_HEADROOMS:
         for ls in range(1, sil):
             sl = score(dtr, thr, sil, late, (hr, ls))
-            if (within_limits(sl, base_dev, args.absolute_caps)
+            if (allowed(sl)
                     and sl["early"] <= ref_s["early"] + LOW_SNR_EARLY_SLACK
                     and sl["within200"] > best_w):  # fmt: skip
                 low_snr, best_w = (hr, ls), sl["within200"]
