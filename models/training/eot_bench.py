@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 
 from models.fused import DEFAULT_BUNDLE, FusedModel
-from models.training.eot_tune import FALLBACK_MS, PREFIX, WIN, Trace, fire_window, manifest_rule, trace_item
+from models.training.eot_tune import (
+    FALLBACK_MS,
+    PREFIX,
+    WIN,
+    Trace,
+    fire_window,
+    manifest_rule,
+    trace_item,
+)
 from models.training.eval_fused import write_report
 
 LATE_MS = 600.0  # a fire this long after the speech end came from the late tier or the fallback

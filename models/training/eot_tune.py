@@ -295,6 +295,16 @@ def within_limits(s: dict[str, float], ref: dict[str, float], absolute: bool = F
             and s["early"] <= min(ref["early"] + EARLY_SLACK, MAX_EARLY))  # fmt: skip
 
 
+def tier_allowed(s: dict[str, float], ref: dict[str, float], absolute: bool = False,
+                 fixed: dict[str, float] | None = None) -> bool:  # fmt: skip
+    """Whether the late tier or low-SNR confirm scoring ``s`` on dev may be added: within the
+    limits (:func:`within_limits`), or, on a rule set by hand (``--rule``, dev score
+    ``fixed``), with no more fires before the end or in pauses than that rule has."""
+    if fixed is not None:
+        return s["early"] <= fixed["early"] and s["pause_fire"] <= fixed["pause_fire"]
+    return within_limits(s, ref, absolute)
+
+
 def fmt(s: dict[str, float]) -> str:
     return (f"within 200 ms {s['within200']:.3f}, before speech end {s['early']:.3f} "
             f"({s['early_outside']:.3f} outside pauses), fires in "
@@ -422,11 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     fixed = s if args.rule else None
 
     def allowed(sl: dict[str, float]) -> bool:
-        """The late tier and low-SNR confirm may fire no more than the limits allow, or with
-        a rule set by hand, no more often before the end or in pauses than that rule."""
-        if fixed is not None:
-            return sl["early"] <= fixed["early"] and sl["pause_fire"] <= fixed["pause_fire"]
-        return within_limits(sl, base_dev, args.absolute_caps)
+        return tier_allowed(sl, base_dev, args.absolute_caps, fixed)
 
     es = score(etr, thr, sil)
     table_end = len(lines)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.training.eot_tune import STOP_WINDOWS, WIN, Trace, fire_window, score, within_limits
+from models.training.eot_tune import (
+    STOP_WINDOWS,
+    WIN,
+    Trace,
+    fire_window,
+    score,
+    tier_allowed,
+    within_limits,
+)
 from streaming.turn import EndOfTurn, EndpointConfig, Endpointer
 
 
@@ -110,3 +118,14 @@ def test_low_snr_confirm_applies_where_the_gate_headroom_is_small() -> None:
     assert fire_window(clean, 0.9, 3, None, (2.0, 1)) == 25 + 3 - 1
     assert fire_window(unknown, 0.9, 3, None, (2.0, 1)) == 25 + 3 - 1
     assert score([noisy, clean], 0.9, 3, None, (2.0, 1))["p50"] == pytest.approx((1 + 3) / 2 * 32)
+
+
+def test_a_rule_set_by_hand_lets_later_tiers_add_no_fires_of_their_own() -> None:
+    ref = {"pause_fire": 0.15, "early": 0.2}
+    hand = {"pause_fire": 0.112, "early": 0.073}  # over both caps (--rule)
+    same = dict(hand, within200=0.8)
+    assert tier_allowed(same, ref, True, hand)  # a late tier that fires nowhere earlier
+    assert not tier_allowed(dict(same, early=0.075), ref, True, hand)
+    assert not tier_allowed(dict(same, pause_fire=0.114), ref, True, hand)
+    assert not tier_allowed(same, ref, True)  # without the hand rule the caps apply
+    assert tier_allowed({"pause_fire": 0.05, "early": 0.04}, ref, True)
