@@ -2,7 +2,7 @@
 # Rebuild bundles/fused on this CPU, the way the shipped one was made (docs/fused.md).
 # Deterministic from seed 0 (batches are functions of (seed, step); keep the thread
 # counts). Resumable: existing speech caches are kept, finished stages are skipped,
-# and a killed stage resumes from its *_last.pt when rerun. About 8 h on 2 cores.
+# and a killed stage resumes from its *_last.pt when rerun. About 8 h 30 min on 2 cores.
 #
 #   make fused-model            # or: sh models/training/rebuild_fused.sh
 set -eu
