@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,10 +35,13 @@ from models.training.eot_tune import (
 )
 from models.training.eval_fused import write_report
 
+if TYPE_CHECKING:
+    from clients.bench.testset import Case
+
 LATE_MS = 600.0  # a fire this long after the speech end came from the late tier or the fallback
 
 
-def bench_item(case: Any, audio: np.ndarray, phase: int) -> dict[str, Any]:
+def bench_item(case: Case, audio: np.ndarray, phase: int) -> dict[str, Any]:
     """A test-set case as a speech item: float audio at 16 kHz behind at least the session's
     300 ms prefix of silence, so that it starts ``phase`` samples past a VAD window boundary."""
     if case.rate != 16000:

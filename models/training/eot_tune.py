@@ -419,7 +419,8 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"{head} dev | " + row(s))
             lines.append(f"{head} eval | " + row(score(etr, thr, sil)))
     if args.rule:  # an operating point set by hand, on the first variant
-        thr, sil = float(args.rule.split(",")[0]), round(float(args.rule.split(",")[1]) / 32)
+        thr_s, sil_ms = args.rule.split(",")
+        thr, sil = float(thr_s), round(float(sil_ms) / 32)
         (tail, gate, depth), (dtr, etr) = variants[0], traced[0]
         s = score(dtr, thr, sil)
         how = (f"set by hand (--rule; dev before the end {s['early']:.3f} against the cap "
