@@ -164,6 +164,21 @@ def rvq_graph(codebooks: np.ndarray) -> bytes:
 
 LOOK_RECENT = 1024  # samples of recent input whose quietest block lookahead repeats
 LOOK_MARGIN_MS = 160.0  # a server looks ahead in pauses up to lookahead_ms + this
+LOOK_FULL_MS = 96.0  # a lookahead copy pushes all of lookahead_ms up to this far into a pause
+
+
+def look_ms(lookahead_ms: float, pause_ms: float) -> float:
+    """How much background a lookahead copy pushes ``pause_ms`` into a VAD pause: all of
+    ``lookahead_ms`` up to :data:`LOOK_FULL_MS`, then less by as much as the pause has grown.
+
+    The copy is there to bring out the late pieces of the words before the pause. By then the
+    real encoder has heard that much silence itself, so the copy never hears more than
+    ``lookahead_ms + LOOK_FULL_MS`` of it in all; a piece that only a longer made-up silence
+    gave would come from new audio the VAD has not called speech yet (the next word's onset:
+    in a bench pause case "spell <pause> a[pple]" plus 400 ms of background was heard as
+    "spell cat" 448 ms into the pause, and ended the turn).
+    """
+    return max(0.0, lookahead_ms - max(0.0, pause_ms - LOOK_FULL_MS))
 
 
 def look_tail(recent: np.ndarray, ms: float, block: int = 256) -> np.ndarray:

@@ -11,7 +11,8 @@ The server ends a fused turn when the model's end-of-turn head is at least
 The causal CTC encoder emits a word's last piece a median ~300 ms after the
 speech ends, so a head read on what was really heard comes late. *Lookahead*
 (:meth:`models.fused.FusedModel.lookahead`): in every VAD-silent window the
-server pushes ``lookahead_ms`` of the recent background, repeated, through a
+server pushes ``lookahead_ms`` of the recent background, repeated (less from
+96 ms into the pause on: ``models.fused.look_ms``), through a
 copy of the model state and reads the head there; if the user does stay
 silent, the real audio would have given the same pieces. This tool searches
 ``lookahead_ms`` (``--tails``; 0 = no lookahead), the session's ``level_gate``
@@ -74,6 +75,7 @@ from models.fused import (
     LOOK_RECENT,
     FusedModel,
     FusedState,
+    look_ms,
     look_tail,
 )
 
@@ -166,7 +168,7 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
             pause = ep.pause_ms_if(p) if listening else None
             if pause is not None and tail_ms > 0 and pause <= tail_ms + LOOK_MARGIN_MS:
                 if st.user_ids:
-                    s = fm.lookahead(st, look_tail(recent, tail_ms))
+                    s = fm.lookahead(st, look_tail(recent, look_ms(tail_ms, pause)))
                 eot = fm.head_probability(s)
             probs.append(p)
             ends.append(len(ends) * WIN + WIN)

@@ -36,6 +36,7 @@ from models.fused import (
     FusedModel,
     FusedOptions,
     FusedState,
+    look_ms,
     look_tail,
 )
 from models.runtime import RuntimeOptions
@@ -138,14 +139,16 @@ class FusedSession(PipelineSession):
         self.recent = np.concatenate([self.recent, pcm16k])[-LOOK_RECENT:]
         self.p.model.push_audio(self.state, pcm16k)
 
-    def _look(self) -> float:
-        """Worker job in a VAD pause: the head on a copy of the state that also heard
-        ``lookahead_ms`` more of the background (the encoder's late last piece arrives
-        there now); a confident head begins the reply from that copy."""
+    def _look(self, silence_ms: float) -> float:
+        """Worker job ``silence_ms`` into a VAD pause: the head on a copy of the state that
+        also heard up to ``lookahead_ms`` more of the background (:func:`look_ms`; the
+        encoder's late last piece arrives there now); a confident head begins the reply from
+        that copy."""
         m = self.p.model
         if not self.state.user_ids:
             return 0.0
-        look = self.look = m.lookahead(self.state, look_tail(self.recent, self.p.lookahead_ms))
+        tail = look_tail(self.recent, look_ms(self.p.lookahead_ms, silence_ms))
+        look = self.look = m.lookahead(self.state, tail)
         if (merged := self._goes_on()) is not None:
             return m.end_of_turn_probability(merged)
         p = m.head_probability(look)
@@ -218,7 +221,7 @@ class FusedSession(PipelineSession):
         if not self.listening:
             return
         if 0 < silence_ms <= self.p.lookahead_ms + LOOK_MARGIN_MS:
-            self.eot = await self.worker.run(self._look)
+            self.eot = await self.worker.run(self._look, silence_ms)
         else:
             self.look = None  # the real encoder has heard as much silence: it is the reference
 

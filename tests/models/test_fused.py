@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.bundle import BundleError  # noqa: E402
-from models.fused import FusedModel, FusedState, look_tail  # noqa: E402
+from models.fused import LOOK_FULL_MS, FusedModel, FusedState, look_ms, look_tail  # noqa: E402
 from models.tokenizer import train_bpe  # noqa: E402
 from models.training.export_fused import AudioFramesOut, write_bundle  # noqa: E402
 from models.training.fused import (  # noqa: E402
@@ -377,6 +377,16 @@ def test_lookahead_is_a_copy_that_heard_the_tail(bundle: Path) -> None:
     fm.push_audio(again, np.concatenate([speech, speech[:100], quiet]))
     assert st.user_ids == again.user_ids and st.frames == again.frames
     assert look_tail(np.zeros(0, np.float32), 100).size == 0
+
+
+def test_lookahead_pushes_less_deeper_into_a_pause() -> None:
+    """All of the lookahead up to LOOK_FULL_MS into a pause, then as much less as the pause
+    grew: the copy's silence in all never exceeds lookahead + LOOK_FULL_MS."""
+    assert look_ms(400.0, 32.0) == look_ms(400.0, LOOK_FULL_MS) == 400.0
+    assert look_ms(400.0, LOOK_FULL_MS + 100.0) == 300.0
+    assert look_ms(400.0, LOOK_FULL_MS + 400.0) == look_ms(400.0, 2000.0) == 0.0
+    for pause in (128.0, 256.0, 448.0):
+        assert pause + look_ms(400.0, pause) == 400.0 + LOOK_FULL_MS
 
 
 def test_pause_step_is_a_probe_and_opens_the_reply(parts: dict, tmp_path: Path) -> None:

@@ -68,8 +68,9 @@ async def test_fused_answers_a_spoken_question(start_server_with, question: str,
 async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
     """In a VAD pause the session reads the head on a lookahead copy; a confident head there
     starts the reply from that copy, so the encoder's late last piece is not waited for. A
-    speculation the real audio never confirmed is not used."""
-    from models.fused import LOOK_MARGIN_MS
+    speculation the real audio never confirmed is not used. Deeper into a pause the copy
+    pushes less (``look_ms``): it never hears more made-up silence than the first one did."""
+    from models.fused import LOOK_FULL_MS, LOOK_MARGIN_MS
     from server.config import ServerConfig
     from server.pipelines.base import ReplyAudio, ReplyText, StageTiming, Turn
     from server.pipelines.fused import FusedPipeline
@@ -85,6 +86,8 @@ async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
     worker = InferenceWorker()
     worker.start()
 
+    pushed = []  # samples each lookahead copy heard beyond the real state
+
     async def turn(long_pause: bool) -> tuple[float, float, list]:
         s = pipe.open_session(worker)
         await s.on_speech_start(x[:320])
@@ -92,8 +95,11 @@ async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
             await s.on_audio(x[i : i + 320])
         real = s.end_of_turn_probability()
         await s.on_pause(32.0)
+        pushed.append(s.look.samples - s.state.samples)
         p = s.end_of_turn_probability()
         if long_pause:  # as if the pause went on past the lookahead while the real state stayed put
+            await s.on_pause(LOOK_FULL_MS + 160.0)
+            pushed.append(s.look.samples - s.state.samples)
             await s.on_pause(pipe.lookahead_ms + LOOK_MARGIN_MS + 32.0)
         return real, p, [item async for item in s.respond(Turn(response_id=1, audio=x))]
 
@@ -102,6 +108,7 @@ async def test_lookahead_ends_the_turn_before_the_encoder_catches_up() -> None:
         _, _, stale = await turn(long_pause=True)
     finally:
         worker.stop()
+    assert pushed == [pipe.lookahead_ms * 16] * 2 + [(pipe.lookahead_ms - 160.0) * 16]
     assert real is not None and real < pipe.speculate_above  # the real state has not caught up
     assert p is not None and p >= pipe.speculate_above, (real, p)
     assert StageTiming("speculative", 1.0) in out
