@@ -31,11 +31,13 @@ from models.training.train_fused import (  # noqa: E402
     SURE,
     WARMUP,
     augment_row,
+    confuse_row,
     encoder_run,
     eot_labels,
     lm_sequence,
     make_lm_batch,
     pause_rows,
+    piece_confusions,
     quiet_bank,
     warm_mel,
 )
@@ -199,6 +201,32 @@ def test_eot_labels_reach_the_batch_through_augmentation() -> None:
     for _ in range(20):
         aug = augment_row(row, rng)
         assert len(aug["eot"]) == aug["n_q"] and aug["eot"][-1] == 1.0
+
+
+def test_confusions_move_mass_only_to_pieces_the_encoder_mixed_up() -> None:
+    v = 6
+    p = np.zeros((3, v), np.float16)
+    p[0, [1, 2]] = [0.9, 0.1]  # top 1, some mass on 2
+    p[1, [1, 3]] = [0.7, 0.3]  # top 1, some on 3
+    p[2, 4] = 1.0  # top 4, sure
+    rows = [{"probs": p, "n_q": 3, "eot": np.array([0.0, 0.0, 1.0], np.float32)}]
+    c = piece_confusions(rows, v)
+    assert c[1, 2] == pytest.approx(0.25, abs=1e-3) and c[1, 3] == pytest.approx(0.75, abs=1e-3)
+    assert c[1, 1] == 0 and c[4].sum() == 0 and c[0].sum() == 0
+    rng = np.random.default_rng(0)
+    moved = 0
+    for _ in range(50):
+        out = confuse_row(rows[0], c, 1.0, rng)
+        q = out["probs"]
+        assert np.allclose(q.sum(-1), 1.0, atol=1e-3)
+        assert q[2, 4] == pytest.approx(1.0)  # no confusion known for piece 4
+        assert q[0, [0, 5]].sum() == 0 and q[0, [2, 3]].sum() > 0.2  # only to 2 or 3
+        assert out["eot"] is rows[0]["eot"]  # the labels say what was said
+        moved += int(q[0].argmax() != 1)
+    assert 0 < moved < 50  # the neighbour sometimes wins
+    assert confuse_row(rows[0], c, 0.0, rng)["probs"] is not None
+    text = {"ids": [1, 2], "n_q": 2}
+    assert confuse_row(text, c, 1.0, rng) is text
 
 
 def test_pause_rows_put_a_labelled_pause_step_where_the_run_time_reads_the_head() -> None:
