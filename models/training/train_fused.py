@@ -627,15 +627,15 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
 
 
 def eot_loss(logit: torch.Tensor, eot: torch.Tensor, teacher_logit: torch.Tensor | None = None,
-             ) -> torch.Tensor:  # fmt: skip
+             hold_weight: float = 1.0) -> torch.Tensor:  # fmt: skip
     """Weighted BCE of the end-of-turn head on the labelled steps (``eot`` >= 0 or
-    :data:`HOLD`, which means 0; a label of 1 or :data:`SURE` weighs 3). With ``teacher_logit``
-    the targets are that head's probabilities instead of the labels, except at :data:`HOLD`
-    steps (0) and :data:`SURE` steps (1): fine-tuning then keeps the teacher's end of turn
-    while the text learns."""
+    :data:`HOLD`, which means 0 and weighs ``hold_weight``; a label of 1 or :data:`SURE`
+    weighs 3). With ``teacher_logit`` the targets are that head's probabilities instead of
+    the labels, except at :data:`HOLD` steps (0) and :data:`SURE` steps (1): fine-tuning
+    then keeps the teacher's end of turn while the text learns."""
     m = (eot >= 0) | (eot == HOLD)
     lab = eot[m].clamp(min=0.0, max=1.0)
-    w = torch.where(lab > 0, 3.0, 1.0)
+    w = torch.where(lab > 0, 3.0, torch.where(eot[m] == HOLD, hold_weight, 1.0))
     target = lab
     if teacher_logit is not None:
         target = torch.where(eot[m] == HOLD, 0.0, torch.sigmoid(teacher_logit[m]))
@@ -760,7 +760,7 @@ def train_lm(args: argparse.Namespace) -> None:
         if teacher is not None:
             with torch.no_grad():
                 t_logit = teacher(probs, encx)[1]
-        l_eot = eot_loss(eot_logit, eot, t_logit)
+        l_eot = eot_loss(eot_logit, eot, t_logit, getattr(args, "hold_weight", 1.0))
         loss = l_text + args.eot_weight * l_eot
         opt.zero_grad()
         loss.backward()
@@ -1052,6 +1052,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sure-end", action="store_true",
                     help="target 1 at the last piece of a complete question (the utterance's end), "
                          "also under --eot-teacher")
+    ap.add_argument("--hold-weight", type=float, default=1.0,
+                    help="stage 3: weight of the HOLD steps (no end in a break-style pause) in the "
+                         "end-of-turn loss; a sure end weighs 3, other steps 1")
     ap.add_argument("--confuse", type=float, default=0.0,
                     help="stage 3: mix this share of the heard steps with a piece the encoder "
                          "confuses with theirs (piece_confusions; 0: off)")

@@ -166,6 +166,14 @@ def test_eot_loss_follows_the_teacher_instead_of_the_labels() -> None:
     eot_loss(h, held, teacher).backward()
     assert h.grad is not None and h.grad[0, 2] > 0 and torch.allclose(h.grad[0, [0, 1, 3]], torch.zeros(3), atol=1e-7)
     assert torch.equal(eot_loss(teacher, held), eot_loss(teacher, torch.tensor([[-1.0, 0.0, 0.0, 1.0]])))
+    # --hold-weight scales the HOLD step's pull, and only that step's
+    g = []
+    for hw in (1.0, 0.25):
+        v = teacher.clone().requires_grad_(True)
+        eot_loss(v, held, hold_weight=hw).backward()
+        g.append(v.grad)
+    assert g[1] is not None and g[0] is not None
+    assert torch.allclose(g[1][0, 2], 0.25 * g[0][0, 2]) and torch.equal(g[1][0, [0, 1, 3]], g[0][0, [0, 1, 3]])
 
 
 def test_prefix_labels_mark_a_whole_question_that_goes_on_as_sure() -> None:
