@@ -232,7 +232,7 @@ def test_confusions_move_mass_only_to_pieces_the_encoder_mixed_up() -> None:
         assert out["eot"] is rows[0]["eot"]  # the labels say what was said
         moved += int(q[0].argmax() != 1)
     assert 0 < moved < 50  # the neighbour sometimes wins
-    assert confuse_row(rows[0], c, 0.0, rng)["probs"] is not None
+    assert np.array_equal(confuse_row(rows[0], c, 0.0, rng)["probs"], p.astype(np.float32))  # rate 0: as heard
     text = {"ids": [1, 2], "n_q": 2}
     assert confuse_row(text, c, 1.0, rng) is text
 
