@@ -28,6 +28,9 @@ def build_app(cfg: ServerConfig) -> App:
     pipelines, skipped = build_pipelines(cfg)
     worker = InferenceWorker(vad)
     app = App(cfg=cfg, pipelines=pipelines, worker=worker, skipped=skipped)
+    for name, p in pipelines.items():
+        if providers := p.providers():
+            app.metrics.provider.labels(name, providers[0]).set(1)
     if not pipelines:
         reasons.append("no pipeline loaded: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     elif cfg.pipelines_required and skipped:
@@ -63,7 +66,7 @@ async def serve_forever(cfg: ServerConfig) -> None:
     server: Server = await start_server(app, install_signals=True)
     await warm_up(app)
     log(logging.INFO, "serving", host=cfg.host, port=cfg.port, pipelines=sorted(app.pipelines),
-        skipped=app.skipped, ready=app.ready, url=f"http://{cfg.host}:{cfg.port}/")
+        providers={n: (p.providers() or ["-"])[0] for n, p in app.pipelines.items()}, skipped=app.skipped, ready=app.ready, url=f"http://{cfg.host}:{cfg.port}/")
     try:
         await server.wait_closed()
     finally:

@@ -34,6 +34,9 @@ class Metrics:
         self.loop_lag = Gauge("rejoinder_event_loop_lag_seconds", "last measured event-loop lag", registry=r)
         self.worker_queue = Gauge("rejoinder_worker_queue_depth", "jobs waiting for the inference worker", registry=r)
         self.vad_batch = Gauge("rejoinder_vad_max_batch", "largest VAD batch so far", registry=r)
+        self.provider = Gauge("rejoinder_pipeline_provider",
+                              "1 for the ONNX Runtime provider each pipeline's main model runs on",
+                              ["pipeline", "provider"], registry=r)  # fmt: skip
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

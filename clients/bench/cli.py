@@ -42,6 +42,7 @@ from clients.bench.server_process import (
     git_commit,
     machine_info,
     offered_pipelines,
+    server_providers,
     skipped_pipelines,
 )
 from clients.bench.testset import DEFAULT_CACHE, KINDS, TestSet, heldout_voices, load_or_build
@@ -153,6 +154,7 @@ def run_bench(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         server, missing = SpawnedServer.start(args.pipelines, log, extra_args=args.server_arg,
                                               ready_timeout_s=args.ready_timeout)  # fmt: skip
         server_meta = {"mode": "spawned", "url": server.ws_base, "cmd": " ".join(server.cmd), "log": str(log)}
+    server_meta["providers"] = server_providers(server.http_base)
     cells: dict[tuple[str, int], Cell] = {}
     warm: list[TurnRecord] = []
     stopped: dict[str, int | None] = {}

@@ -90,7 +90,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"- machine: {m.get('cpu')}, {m.get('cpu_count')} CPUs ({m.get('affinity')} usable), "
         f"{m.get('memory_gb', '?')} GB, {m.get('os')}; load at start {m.get('load_avg')}",
         f"- commit: `{meta.get('commit') or 'unknown'}`; Python {m.get('python')}, onnxruntime {m.get('onnxruntime', '-')}",
-        f"- server: {meta['server']['mode']} `{meta['server']['url']}`; protocol: {meta['protocol']}",
+        f"- server: {meta['server']['mode']} `{meta['server']['url']}`; protocol: {meta['protocol']}"
+        + "".join(f"; {p} on {v}" for p, v in sorted(meta["server"].get("providers", {}).items())),
         "- pipelines: " + (", ".join(
             f"{p} (bundles: {', '.join(meta.get('pipeline_bundles', {}).get(p, [])) or 'none'})"
             for p in meta["pipelines"]) or "none")  # fmt: skip

@@ -87,6 +87,20 @@ def parse_process_metrics(text: str) -> tuple[float | None, int | None]:
     return cpu, rss
 
 
+_PROVIDER = re.compile(r'^rejoinder_pipeline_provider\{pipeline="(\w+)",provider="(\w+)"\} 1(\.0)?$')
+
+
+def parse_providers(text: str) -> dict[str, str]:
+    """{pipeline: ONNX Runtime provider} from the server's ``rejoinder_pipeline_provider`` lines."""
+    found = (_PROVIDER.match(line.strip()) for line in text.splitlines())
+    return {m.group(1): m.group(2).removesuffix("ExecutionProvider") for m in found if m}
+
+
+def server_providers(http_base: str) -> dict[str, str]:
+    status, text = http_get(f"{http_base}/metrics")
+    return parse_providers(text) if status == 200 else {}
+
+
 class _Server:
     ws_base: str
     http_base: str

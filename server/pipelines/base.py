@@ -119,3 +119,7 @@ class Pipeline(ABC):
 
     def warmup(self) -> None:  # noqa: B027 - optional hook
         """Run once at startup, in the worker, so the first turn is not slow."""
+
+    def providers(self) -> list[str]:
+        """ONNX Runtime providers of the pipeline's main model, the one that runs first."""
+        return []

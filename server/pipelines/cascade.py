@@ -120,6 +120,9 @@ class CascadePipeline(Pipeline):
         self.lm = TextLM(Path(cfg.bundles_dir) / "textlm", options=opts)
         self.tts = PiperTTS(options=opts)
 
+    def providers(self) -> list[str]:
+        return self.lm.providers
+
     def warmup(self) -> None:
         self.recognizer.transcribe(np.zeros(1600, np.float32))
         self.lm.generate("hello")

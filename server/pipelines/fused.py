@@ -363,6 +363,9 @@ class FusedPipeline(Pipeline):
     name = "fused"
     description = "one audio-token model: streaming encoder + LM + audio head, codec decoder"
     default_turn_mode = "semantic"
+    def providers(self) -> list[str]:
+        return list(self.model.lm.get_providers())
+
     def __init__(self, cfg: ServerConfig) -> None:
         opts = RuntimeOptions(device=cfg.device, intra_op_threads=cfg.ort_threads)
         bundles = Path(cfg.bundles_dir)

@@ -27,6 +27,7 @@ def test_tiny_run_writes_json_markdown_and_plots(tmp_path: Path, capsys: object)
     assert meta["pipelines"] == ["echo"]
     assert "nosuchpipeline" in meta["unavailable"]
     assert meta["warmup_turns"] == 1 and meta["machine"]["cpu_count"]
+    assert meta["server"]["providers"] == {}  # echo runs no ONNX model
     turns = results["turns"]
     assert [t["warmup"] for t in turns] == [True, False, False]
     measured = [t for t in turns if not t["warmup"]]

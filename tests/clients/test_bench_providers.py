@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from clients.bench.providers import STAGES, SpecRun, compare, report, run_spec, runtime_for
+from clients.bench.server_process import parse_providers
 from clients.bench.testset import DEFAULT_VOICES, load_or_build
 from models.runtime import ProviderUnavailable, provider_options
 from tests.clients.conftest import needs_espeak
@@ -59,3 +60,15 @@ def test_cuda_spec_without_the_cuda_provider_is_refused(monkeypatch: pytest.Monk
     monkeypatch.setattr("models.runtime.ort.get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(ProviderUnavailable):
         provider_options(runtime_for("cuda"))
+
+
+def test_the_bench_reads_each_pipelines_provider_from_the_servers_metrics() -> None:
+    text = (
+        "# HELP rejoinder_pipeline_provider 1 for the ONNX Runtime provider\n"
+        'rejoinder_pipeline_provider{pipeline="fused",provider="CUDAExecutionProvider"} 1.0\n'
+        'rejoinder_pipeline_provider{pipeline="cascade",provider="CPUExecutionProvider"} 1.0\n'
+        'rejoinder_pipeline_provider{pipeline="old",provider="CPUExecutionProvider"} 0.0\n'
+        "rejoinder_open_sessions 0.0\n"
+    )
+    assert parse_providers(text) == {"fused": "CUDA", "cascade": "CPU"}
+    assert parse_providers("") == {}

@@ -16,6 +16,8 @@ from websockets.asyncio.client import connect
 
 from clients.groundtruth import espeak, speech_bounds, with_silence
 from models.domain import key_word_hit
+from server.app import build_app
+from server.config import ServerConfig
 from tests.conftest import Received, collect_until, stream_realtime
 from tests.server.test_cascade import general_english
 
@@ -298,3 +300,11 @@ def test_a_lone_social_word_is_heard_as_itself() -> None:
             answered.append(answer in reply.lower())
     assert not heard_hey, heard_hey
     assert sum(answered) >= 0.85 * len(answered), f"{sum(answered)} of {len(answered)}"
+
+
+def test_metrics_say_which_provider_each_pipeline_runs_on() -> None:
+    app = build_app(ServerConfig(pipelines="fused", device="cpu"))
+    assert app.pipelines["fused"].providers()[0] == "CPUExecutionProvider"
+    body = app.metrics.render().decode()
+    assert 'rejoinder_pipeline_provider{pipeline="fused",provider="CPUExecutionProvider"} 1.0' in body
+    assert "CUDAExecutionProvider" not in body
