@@ -31,9 +31,10 @@ class RuntimeOptions:
     ``cudnn_conv_algo_search`` is the CUDA provider's convolution algorithm
     search. Its own default, ``EXHAUSTIVE``, benchmarks every algorithm on each
     new input shape; our graphs see a new length at nearly every call (encoder
-    chunks, lookahead tails, codec chunks), and on an H200 that search made the
-    fused pipeline's first reply audio 1.3 s late instead of 0.17 s. ``use_tf32``
-    is off so CUDA keeps fp32 results (these graphs are too small to gain).
+    chunks, lookahead tails, codec chunks). On an H200 host that search put the
+    fused pipeline's turn latency at p50 1.34 s (HEURISTIC: 0.29 s; CPU: 0.17 s).
+    ``use_tf32`` is off so CUDA keeps fp32 results (these graphs are too small
+    to gain from it).
     """
 
     device: str = "auto"

@@ -66,7 +66,8 @@ async def serve_forever(cfg: ServerConfig) -> None:
     server: Server = await start_server(app, install_signals=True)
     await warm_up(app)
     log(logging.INFO, "serving", host=cfg.host, port=cfg.port, pipelines=sorted(app.pipelines),
-        providers={n: (p.providers() or ["-"])[0] for n, p in app.pipelines.items()}, skipped=app.skipped, ready=app.ready, url=f"http://{cfg.host}:{cfg.port}/")
+        providers={n: (p.providers() or ["-"])[0] for n, p in app.pipelines.items()},
+        skipped=app.skipped, ready=app.ready, url=f"http://{cfg.host}:{cfg.port}/")
     try:
         await server.wait_closed()
     finally:

@@ -363,9 +363,6 @@ class FusedPipeline(Pipeline):
     name = "fused"
     description = "one audio-token model: streaming encoder + LM + audio head, codec decoder"
     default_turn_mode = "semantic"
-    def providers(self) -> list[str]:
-        return list(self.model.lm.get_providers())
-
     def __init__(self, cfg: ServerConfig) -> None:
         opts = RuntimeOptions(device=cfg.device, intra_op_threads=cfg.ort_threads)
         bundles = Path(cfg.bundles_dir)
@@ -397,6 +394,9 @@ class FusedPipeline(Pipeline):
         s = self.codec.new_stream()
         self.codec.decode(s, self.model.audio_tokens_for("Hello."))
         self.codec.flush(s)
+
+    def providers(self) -> list[str]:
+        return list(self.model.lm.get_providers())
 
     def open_session(self, worker: InferenceWorker) -> PipelineSession:
         return FusedSession(self, worker)
