@@ -48,7 +48,8 @@ unchanged) and the report goes to ``reports/eot_tune.md``.
 ``--rule THRESHOLD,SILENCE_MS`` sets the head threshold and VAD silence by hand (an
 operating point chosen as a product decision, docs/fused.md) instead of by the caps; its
 dev rates are reported next to the caps, and the late tier and low-SNR confirm are kept
-only if they add no dev fires before the speech end or in pauses to it.
+only if they add no dev fires in pauses to it, and no fires before the speech end (the
+low-SNR confirm: at most 1 point more, as below).
 Last, a *low-SNR confirm*: where the level gate's quiet level is less than a headroom
 (0-3 dB) above the background, the gate cannot find pauses and the VAD's own silence,
 which already lags the speech end, confirms the head after fewer windows; kept if it
@@ -298,12 +299,13 @@ def within_limits(s: dict[str, float], ref: dict[str, float], absolute: bool = F
 
 
 def tier_allowed(s: dict[str, float], ref: dict[str, float], absolute: bool = False,
-                 fixed: dict[str, float] | None = None) -> bool:  # fmt: skip
+                 fixed: dict[str, float] | None = None, early_slack: float = 0.0) -> bool:  # fmt: skip
     """Whether the late tier or low-SNR confirm scoring ``s`` on dev may be added: within the
     limits (:func:`within_limits`), or, on a rule set by hand (``--rule``, dev score
-    ``fixed``), with no more fires before the end or in pauses than that rule has."""
+    ``fixed``), with no more fires in pauses than that rule has and at most ``early_slack``
+    more before the end."""
     if fixed is not None:
-        return s["early"] <= fixed["early"] and s["pause_fire"] <= fixed["pause_fire"]
+        return s["early"] <= fixed["early"] + early_slack and s["pause_fire"] <= fixed["pause_fire"]
     return within_limits(s, ref, absolute)
 
 
@@ -434,8 +436,8 @@ def main(argv: list[str] | None = None) -> None:
         how = f"(objective: {args.objective})"
     fixed = s if args.rule else None
 
-    def allowed(sl: dict[str, float]) -> bool:
-        return tier_allowed(sl, base_dev, args.absolute_caps, fixed)
+    def allowed(sl: dict[str, float], early_slack: float = 0.0) -> bool:
+        return tier_allowed(sl, base_dev, args.absolute_caps, fixed, early_slack)
 
     es = score(etr, thr, sil)
     table_end = len(lines)
@@ -469,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
     for hr in LOW_SNR_HEADROOMS:
         for ls in range(1, sil):
             sl = score(dtr, thr, sil, late, (hr, ls))
-            if (allowed(sl)
+            if (allowed(sl, LOW_SNR_EARLY_SLACK)
                     and sl["early"] <= ref_s["early"] + LOW_SNR_EARLY_SLACK
                     and sl["within200"] > best_w):  # fmt: skip
                 low_snr, best_w = (hr, ls), sl["within200"]

@@ -120,12 +120,16 @@ def test_low_snr_confirm_applies_where_the_gate_headroom_is_small() -> None:
     assert score([noisy, clean], 0.9, 3, None, (2.0, 1))["p50"] == pytest.approx((1 + 3) / 2 * 32)
 
 
-def test_a_rule_set_by_hand_lets_later_tiers_add_no_fires_of_their_own() -> None:
+def test_a_rule_set_by_hand_lets_later_tiers_add_no_pause_fires_and_few_early_ones() -> None:
     ref = {"pause_fire": 0.15, "early": 0.2}
     hand = {"pause_fire": 0.112, "early": 0.073}  # over both caps (--rule)
     same = dict(hand, within200=0.8)
     assert tier_allowed(same, ref, True, hand)  # a late tier that fires nowhere earlier
     assert not tier_allowed(dict(same, early=0.075), ref, True, hand)
     assert not tier_allowed(dict(same, pause_fire=0.114), ref, True, hand)
+    # the low-SNR confirm may add up to a point of fires before the end, never pause fires
+    assert tier_allowed(dict(same, early=0.075), ref, True, hand, early_slack=0.01)
+    assert not tier_allowed(dict(same, early=0.085), ref, True, hand, early_slack=0.01)
+    assert not tier_allowed(dict(same, pause_fire=0.114), ref, True, hand, early_slack=0.01)
     assert not tier_allowed(same, ref, True)  # without the hand rule the caps apply
     assert tier_allowed({"pause_fire": 0.05, "early": 0.04}, ref, True)
