@@ -247,6 +247,8 @@ class FusedModel:
         #: background, the VAD's own (lagging) silence confirms the head after this long
         self.low_snr_min_silence_ms = float(eot_cfg.get("low_snr_min_silence_ms", 0.0))
         self.low_snr_headroom_db = float(eot_cfg.get("low_snr_headroom_db", 2.0))
+        #: with the low-SNR confirm, where speech ends in those windows (0: the VAD's own bound)
+        self.low_snr_pause_prob = float(eot_cfg.get("low_snr_pause_prob", 0.0))
         ro = self.options.runtime
         self.encoder = create_session(self.bundle.graph("encoder"), ro)
         self.lm = create_session(self.bundle.graph("lm_step"), ro)

@@ -77,6 +77,10 @@ class EndpointConfig:
     external end-of-turn signal described in the module docs; a second, later
     tier (``late_eot_threshold``, None = off, after ``late_silence_s``) lets a
     less sure signal end the turn once the silence is longer than a pause.
+    ``low_snr_neg_threshold`` (None = ``neg_threshold``) is where speech ends in
+    frames stepped with ``low_snr=True``: in noise close to the speech level,
+    Silero's probability falls slowly after the speech (0.9, 0.6, 0.5, ... over
+    ~100 ms), so a higher bound finds the pause sooner.
     """
 
     start_s: float = 0.064
@@ -92,6 +96,7 @@ class EndpointConfig:
     late_eot_threshold: float | None = None
     late_silence_s: float = 0.768
     low_snr_min_silence_s: float | None = None  # min_silence_s for frames stepped with low_snr=True
+    low_snr_neg_threshold: float | None = None  # neg_threshold for frames stepped with low_snr=True
 
     @property
     def effective_neg_threshold(self) -> float:
@@ -116,6 +121,9 @@ class EndpointConfig:
         neg = self.effective_neg_threshold
         if not (0.0 < neg <= self.threshold):
             raise ValueError(f"neg_threshold must be in (0, threshold], got {neg!r}")
+        low_neg = self.low_snr_neg_threshold
+        if low_neg is not None and not (0.0 < low_neg <= self.threshold):
+            raise ValueError(f"low_snr_neg_threshold must be in (0, threshold] or None, got {low_neg!r}")
         if not (0.0 < self.eot_threshold <= 1.0):
             raise ValueError(f"eot_threshold must be in (0, 1], got {self.eot_threshold!r}")
         loud = self.loud_barge_in_s
@@ -151,6 +159,7 @@ class EndpointConfig:
             late_eot_threshold=self.late_eot_threshold,
             threshold=self.threshold,
             neg_threshold=self.effective_neg_threshold,
+            low_snr_neg_threshold=self.low_snr_neg_threshold,
             eot_threshold=self.eot_threshold,
         )
 
@@ -171,6 +180,7 @@ class EndpointFrames:
     late_eot_threshold: float | None
     threshold: float
     neg_threshold: float
+    low_snr_neg_threshold: float | None = None
     eot_threshold: float
 
 
@@ -277,7 +287,8 @@ class Endpointer:
         frame heard in noise too close to the user's level for a level gate to find
         pauses: the silence then comes from the VAD's own probability, which already
         lags the speech, and ``low_snr_min_silence_s`` (when set) confirms the
-        learned end of turn instead of ``min_silence_s``.
+        learned end of turn instead of ``min_silence_s``, and speech ends under
+        ``low_snr_neg_threshold`` (when set) instead of ``neg_threshold``.
         """
         f = self.counts
         k = self._frame
@@ -297,8 +308,9 @@ class Endpointer:
 
         if self._phase is TurnPhase.USER_SPEAKING:
             min_silence = f.low_snr_min_silence if low_snr and f.low_snr_min_silence is not None else f.min_silence
+            neg = f.low_snr_neg_threshold if low_snr and f.low_snr_neg_threshold is not None else f.neg_threshold
             if self._speaking:
-                if prob < f.neg_threshold:
+                if prob < neg:
                     self._speaking = False
                     self._silence_start = k
                     self._silence_len = 1

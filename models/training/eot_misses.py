@@ -31,6 +31,7 @@ import numpy as np
 
 from models.fused import DEFAULT_BUNDLE, FusedModel
 from models.training.eot_tune import (
+    LowSnr,
     Trace,
     fire_window,
     load_items,
@@ -44,7 +45,7 @@ CLASSES = ("within", "early", "slow_pause", "unsure", "other")
 
 
 def classify(tr: Trace, threshold: float, min_silence: int, within_ms: float = 200.0,
-             low_snr: tuple[float, int] | None = None) -> str:
+             low_snr: LowSnr | None = None) -> str:
     """The class of one complete question's trace (see the module docstring)."""
     end = int(tr.item["end"])
     k = fire_window(tr, threshold, min_silence, None, low_snr)

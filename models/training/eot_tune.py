@@ -42,8 +42,8 @@ of the incomplete questions (before the 1.5 s fallback). Each utterance gets 1 s
 more of its own trailing background so the traces reach the fallback.
 ``--jobs N`` traces N variants at once in their own processes.
 ``--write-manifest`` stores ``lookahead_ms``, ``level_gate``, ``level_gate_depth_db``, ``threshold``,
-``min_silence_ms``, ``late_threshold``, ``late_silence_ms``, ``low_snr_min_silence_ms`` and
-``low_snr_headroom_db`` in ``bundles/fused/manifest.json`` (config only; graphs
+``min_silence_ms``, ``late_threshold``, ``late_silence_ms``, ``low_snr_min_silence_ms``,
+``low_snr_headroom_db`` and ``low_snr_pause_prob`` in ``bundles/fused/manifest.json`` (config only; graphs
 unchanged) and the report goes to ``reports/eot_tune.md``.
 ``--rule THRESHOLD,SILENCE_MS`` sets the head threshold and VAD silence by hand (an
 operating point chosen as a product decision, docs/fused.md) instead of by the caps; its
@@ -52,7 +52,8 @@ only if they add no dev fires in pauses to it, and no fires before the speech en
 low-SNR confirm: at most 1 point more, as below).
 Last, a *low-SNR confirm*: where the level gate's quiet level is less than a headroom
 (0-3 dB) above the background, the gate cannot find pauses and the VAD's own silence,
-which already lags the speech end, confirms the head after fewer windows; kept if it
+which already lags the speech end, confirms the head after fewer windows, and may end the
+speech under a higher VAD probability than Silero's 0.35 (0.4-0.5); kept if it
 answers more dev questions within 200 ms, within the limits and with at most 1 point
 more fires before the speech end.
 """
@@ -100,6 +101,10 @@ LATE_INCOMPLETE_SLACK = 0.05  # more incomplete questions the late tier may answ
 # The low-SNR confirm: (gate headroom under which a window counts as low SNR, dB; VAD silence
 # windows that then confirm the head), each shorter than the chosen min silence
 LOW_SNR_HEADROOMS = (0.0, 1.0, 2.0, 3.0)
+#: where speech ends in low-SNR windows (``EndpointConfig.low_snr_neg_threshold``; 0: Silero's own)
+LOW_SNR_PAUSE_PROBS = (0.0, 0.4, 0.45, 0.5)
+#: the low-SNR confirm: (headroom dB, VAD silence windows[, pause probability])
+LowSnr = tuple[float, ...]
 LOW_SNR_EARLY_SLACK = 0.01  # more fires before the speech end than the rule without it, on dev
 # dev: the training cache's never-fitted last 200 items, and 400 train-plan items no training
 # cache holds (200 items alone resolve pause fires only to ~2 points: 1 of ~55 pause items)
@@ -192,11 +197,12 @@ def trace_item(fm: FusedModel, vad: Any, it: dict[str, Any], tail_ms: float,
 
 def fire_window(tr: Trace, threshold: float, min_silence: int,
                 late: tuple[float, int] | None = None,
-                low_snr: tuple[float, int] | None = None) -> int | None:  # fmt: skip
+                low_snr: LowSnr | None = None) -> int | None:  # fmt: skip
     """The window where the server's ``Endpointer`` ends the turn (None: not in the trace),
     with the trace's end-of-turn values, ``threshold`` and ``min_silence`` windows, the
     late tier ``(late_threshold, late_silence windows)`` and the low-SNR confirm
-    ``(headroom dB, min silence windows)`` if given (as ``server.session`` applies it)."""
+    ``(headroom dB, min silence windows[, pause probability])`` if given (as
+    ``server.session`` applies it)."""
     from streaming.turn import EndOfTurn, EndpointConfig, Endpointer
 
     lt, ls = late if late is not None else (None, 24)
@@ -205,7 +211,9 @@ def fire_window(tr: Trace, threshold: float, min_silence: int,
                                    eot_threshold=min(1.0, threshold), late_eot_threshold=lt,
                                    late_silence_s=ls * WIN / 16000,
                                    low_snr_min_silence_s=None if low_snr is None
-                                   else low_snr[1] * WIN / 16000))  # fmt: skip
+                                   else low_snr[1] * WIN / 16000,
+                                   low_snr_neg_threshold=low_snr[2] if low_snr is not None
+                                   and len(low_snr) > 2 and low_snr[2] > 0 else None))  # fmt: skip
     never = threshold > 1.0  # a rule that never fires on the head: the fallback only
     room = tr.headroom if tr.headroom is not None else np.full(len(tr.vad), np.nan)
     bound = np.nan if low_snr is None else low_snr[0]
@@ -216,12 +224,12 @@ def fire_window(tr: Trace, threshold: float, min_silence: int,
     return None
 
 
-def manifest_rule(fm: FusedModel) -> tuple[float, int, tuple[float, int] | None, tuple[float, int] | None]:
+def manifest_rule(fm: FusedModel) -> tuple[float, int, tuple[float, int] | None, LowSnr | None]:
     """The bundle's own rule in trace units: (threshold, min silence windows, late tier,
     low-SNR confirm), as the server reads them from the manifest's ``end_of_turn``."""
     w = WIN / 16.0
     late = (fm.late_threshold, round(fm.late_silence_ms / w)) if fm.late_threshold > 0 else None
-    low = ((fm.low_snr_headroom_db, max(1, round(fm.low_snr_min_silence_ms / w)))
+    low = ((fm.low_snr_headroom_db, max(1, round(fm.low_snr_min_silence_ms / w)), fm.low_snr_pause_prob)
            if fm.low_snr_min_silence_ms > 0 else None)  # fmt: skip
     return fm.eot_threshold, max(1, round(fm.min_silence_ms / w)), late, low
 
@@ -239,7 +247,7 @@ def before_fillers(it: dict[str, Any]) -> bool:
 
 def score(traces: list[Trace], threshold: float, min_silence: int,
           late: tuple[float, int] | None = None,
-          low_snr: tuple[float, int] | None = None) -> dict[str, float]:  # fmt: skip
+          low_snr: LowSnr | None = None) -> dict[str, float]:  # fmt: skip
     delays, within, early, early_out, n, pause_bad, n_pause = [], 0, 0, 0, 0, 0, 0
     n_inc = inc_fired = n_fill = fill_bad = 0
     for tr in traces:
@@ -321,7 +329,7 @@ def fmt(s: dict[str, float]) -> str:
 def answers_at_fire(fm: FusedModel, vad: Any, items: list[dict[str, Any]], tail_ms: float,
                     threshold: float, min_silence: int, gate: float = 0.0,
                     late: tuple[float, int] | None = None, depth: float = 30.0,
-                    low_snr: tuple[float, int] | None = None) -> float:  # fmt: skip
+                    low_snr: LowSnr | None = None) -> float:  # fmt: skip
     """Exact-match answers computed from the (lookahead) state at the moment the rule fires."""
     ok = n = 0
     for it in items:
@@ -466,20 +474,23 @@ def main(argv: list[str] | None = None) -> None:
     # The low-SNR confirm: where the level gate cannot open, the pause is the VAD's own,
     # which lags the speech end by ~100 ms; a shorter confirm there, kept if it answers more
     # dev questions within 200 ms, within the limits and with at most 1 point more early fires.
-    low_snr, ref_s = None, score(dtr, thr, sil, late)
+    low_snr: LowSnr | None = None
+    ref_s = score(dtr, thr, sil, late)
     best_w = ref_s["within200"]
     for hr in LOW_SNR_HEADROOMS:
         for ls in range(1, sil):
-            sl = score(dtr, thr, sil, late, (hr, ls))
-            if (allowed(sl, LOW_SNR_EARLY_SLACK)
-                    and sl["early"] <= ref_s["early"] + LOW_SNR_EARLY_SLACK
-                    and sl["within200"] > best_w):  # fmt: skip
-                low_snr, best_w = (hr, ls), sl["within200"]
+            for pp in LOW_SNR_PAUSE_PROBS:
+                sl = score(dtr, thr, sil, late, (hr, ls, pp))
+                if (allowed(sl, LOW_SNR_EARLY_SLACK)
+                        and sl["early"] <= ref_s["early"] + LOW_SNR_EARLY_SLACK
+                        and sl["within200"] > best_w):  # fmt: skip
+                    low_snr, best_w = (hr, ls, pp), sl["within200"]
     if low_snr is not None:
         le_low = score(etr, thr, sil, late, low_snr)
-        lines += [f"Low-SNR confirm chosen on dev: {low_snr[1] * 32} ms of VAD silence where the level "
-                  f"gate's headroom is under {low_snr[0]:g} dB (dev within 200 ms {ref_s['within200']:.3f} "
-                  f"-> {best_w:.3f}). Eval with it: {fmt(le_low)}."]  # fmt: skip
+        under = f", speech ending under VAD probability {low_snr[2]:g} there" if low_snr[2] > 0 else ""
+        lines += [f"Low-SNR confirm chosen on dev: {int(low_snr[1]) * 32} ms of VAD silence where the level "
+                  f"gate's headroom is under {low_snr[0]:g} dB{under} (dev within 200 ms "
+                  f"{ref_s['within200']:.3f} -> {best_w:.3f}). Eval with it: {fmt(le_low)}."]  # fmt: skip
     else:
         lines.append("Low-SNR confirm: none answered more dev questions within 200 ms within the limits.")
     if not args.no_answers:
@@ -511,7 +522,8 @@ def main(argv: list[str] | None = None) -> None:
                    trained_threshold=trained, late_threshold=late[0] if late else 0.0,
                    late_silence_ms=(late[1] if late else 24) * 32.0,
                    low_snr_min_silence_ms=low_snr[1] * 32.0 if low_snr else 0.0,
-                   low_snr_headroom_db=low_snr[0] if low_snr else 2.0)
+                   low_snr_headroom_db=low_snr[0] if low_snr else 2.0,
+                   low_snr_pause_prob=low_snr[2] if low_snr else 0.0)
         mp.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
         print(f"wrote {mp}")
 

@@ -384,6 +384,7 @@ class FusedPipeline(Pipeline):
             "late_silence_ms": self.model.late_silence_ms,
             "low_snr_min_silence_ms": self.model.low_snr_min_silence_ms,
             "low_snr_headroom_db": self.model.low_snr_headroom_db,
+            "low_snr_pause_prob": self.model.low_snr_pause_prob,
         }
 
     def warmup(self) -> None:

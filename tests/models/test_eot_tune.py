@@ -120,6 +120,20 @@ def test_low_snr_confirm_applies_where_the_gate_headroom_is_small() -> None:
     assert score([noisy, clean], 0.9, 3, None, (2.0, 1))["p50"] == pytest.approx((1 + 3) / 2 * 32)
 
 
+def test_low_snr_pause_probability_ends_a_slowly_falling_vad_sooner() -> None:
+    n = 60
+    vad = np.array([0.05] * 5 + [0.9] * 20 + [0.6, 0.45, 0.4, 0.3] + [0.05] * 31)  # Silero in noise
+    head = np.full(n, 0.95)
+    ends = np.arange(1, n + 1) * WIN
+    item = {"skill": "addition", "pause": None, "end": int(ends[24])}
+    noisy = Trace(item, ends, vad, head, np.zeros(n, int), headroom=np.full(n, -4.0))
+    clean = Trace(item, ends, vad, head, np.zeros(n, int), headroom=np.full(n, 6.0))
+    assert fire_window(noisy, 0.9, 3, None, (2.0, 2)) == 28 + 2 - 1  # speech ends at 0.3 (< 0.35)
+    assert fire_window(noisy, 0.9, 3, None, (2.0, 2, 0.0)) == 28 + 2 - 1  # 0: Silero's own bound
+    assert fire_window(noisy, 0.9, 3, None, (2.0, 2, 0.5)) == 26 + 2 - 1  # 0.45 is under 0.5
+    assert fire_window(clean, 0.9, 3, None, (2.0, 2, 0.5)) == 28 + 3 - 1  # clean windows keep both
+
+
 def test_a_rule_set_by_hand_lets_later_tiers_add_no_pause_fires_and_few_early_ones() -> None:
     ref = {"pause_fire": 0.15, "early": 0.2}
     hand = {"pause_fire": 0.112, "early": 0.073}  # over both caps (--rule)

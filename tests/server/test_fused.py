@@ -46,6 +46,7 @@ async def test_fused_answers_a_spoken_question(start_server_with, question: str,
             assert turn["late_eot_threshold"] == eot.get("late_threshold", 0.0)  # and late tier
             assert turn["low_snr_min_silence_ms"] == eot.get("low_snr_min_silence_ms", 0.0)  # and low-SNR confirm
             assert turn["low_snr_headroom_db"] == eot.get("low_snr_headroom_db", 2.0)
+            assert turn["low_snr_pause_prob"] == eot.get("low_snr_pause_prob", 0.0)
             sender = asyncio.create_task(stream_realtime(ws, x))
             await collect_until(ws, rec, lambda e: e["type"] == "response.done", timeout=15)
             sender.cancel()

@@ -63,7 +63,8 @@ async def test_a_short_pause_ends_the_turn_only_with_the_level_gate(echo_server)
     assert await turns(echo_server.url, 0.9, audio) == 2
 
 
-@pytest.mark.parametrize("bad_turn", [{"level_gate": 1.5}, {"level_gate_depth_db": -3}, {"low_snr_min_silence_ms": -5}])
+@pytest.mark.parametrize("bad_turn", [{"level_gate": 1.5}, {"level_gate_depth_db": -3}, {"low_snr_min_silence_ms": -5},
+                                     {"low_snr_pause_prob": 0.9}])
 async def test_a_bad_level_gate_is_refused_and_the_session_goes_on(echo_server, bad_turn) -> None:
     rec = Received()
     async with connect(echo_server.url) as ws:

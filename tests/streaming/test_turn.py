@@ -314,3 +314,25 @@ def test_low_snr_frames_confirm_the_learned_end_after_their_own_silence() -> Non
     assert run(True, None) == 3  # no low-SNR confirm configured
     with pytest.raises(ValueError, match="low_snr_min_silence_s"):
         EndpointConfig(low_snr_min_silence_s=0.0).validate()
+
+
+def test_low_snr_frames_end_the_speech_under_their_own_bound() -> None:
+    """Silero's probability falls slowly after speech in noise; frames stepped with
+    low_snr=True end it under low_snr_neg_threshold, clean frames under neg_threshold."""
+
+    def run(low_snr: bool, low_neg: float | None) -> int:
+        ep = Endpointer(EndpointConfig(stop_s=20 * FRAME_S, min_silence_s=2 * FRAME_S,
+                                       eot_threshold=0.9, low_snr_neg_threshold=low_neg))  # fmt: skip
+        for _ in range(5):
+            ep.step(0.9)
+        for n, p in enumerate([0.45, 0.45, 0.4, 0.3, 0.2, 0.1, 0.0, 0.0, 0.0]):
+            ends = [e for e in ep.step(p, eot_prob=0.95, low_snr=low_snr) if isinstance(e, EndOfTurn)]
+            if ends:
+                return n
+        raise AssertionError("no end of turn")
+
+    assert run(False, 0.5) == 4  # clean: speech ends at 0.3 (under 0.35), then 2 frames
+    assert run(True, 0.5) == 1  # noisy: 0.45 is already under 0.5
+    assert run(True, None) == 4
+    with pytest.raises(ValueError, match="low_snr_neg_threshold"):
+        EndpointConfig(low_snr_neg_threshold=0.6).validate()  # above the speech threshold
