@@ -18,8 +18,11 @@ that plus the codebook lookup, ``codec`` one 2-token codec chunk.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +49,8 @@ class SpecRun:
 
 def runtime_for(spec: str, threads: int = 1) -> RuntimeOptions:
     device, _, search = spec.partition(":")
-    return RuntimeOptions(device=device, intra_op_threads=threads,
-                          cudnn_conv_algo_search=search or "HEURISTIC")  # fmt: skip
+    ro = RuntimeOptions(device=device, intra_op_threads=threads)
+    return dataclasses.replace(ro, cudnn_conv_algo_search=search) if search else ro
 
 
 def run_spec(spec: str, testset: TestSet, case_ids: list[str], bundles: Path, threads: int = 1) -> SpecRun:
@@ -56,33 +59,37 @@ def run_spec(spec: str, testset: TestSet, case_ids: list[str], bundles: Path, th
     codec = CodecDecoder(bundles / "codec", options=ro)
     run = SpecRun(spec, list(model.lm.get_providers()))
 
-    def timed(stage: str, fn, *args):  # type: ignore[no-untyped-def]
+    @contextmanager
+    def timed(stage: str) -> Iterator[None]:
         t = time.perf_counter()
-        out = fn(*args)
+        yield
         run.times[stage].append((time.perf_counter() - t) * 1e3)
-        return out
 
     for cid in case_ids:
         pcm = testset.audio(cid).astype(np.float32)
         st = model.new_state()
         heads = []
         for n, i in enumerate(range(0, len(pcm), CHUNK)):
-            timed("push", model.push_audio, st, pcm[i:i + CHUNK])
+            with timed("push"):
+                model.push_audio(st, pcm[i:i + CHUNK])
             heads.append(model.end_of_turn_probability(st))
             if n % 5 == 4:
-                timed("look", model.lookahead, st, np.zeros(16 * (96 + 32 * (n % 7)), np.float32))
-        t = time.perf_counter()
-        model.start_reply(st)
-        model.next_text_piece(st)
-        run.times["start"].append((time.perf_counter() - t) * 1e3)
+                with timed("look"):
+                    model.lookahead(st, np.zeros(16 * (96 + 32 * (n % 7)), np.float32))
+        with timed("start"):
+            model.start_reply(st)
+            model.next_text_piece(st)
         while model.next_text_piece(st) is not None:
             pass
         reply = model.reply_text(st)
-        timed("latent", model.latent_for, reply)
-        tokens = timed("tokens", model.audio_tokens_for, reply)
+        with timed("latent"):
+            model.latent_for(reply)
+        with timed("tokens"):
+            tokens = model.audio_tokens_for(reply)
         stream = codec.new_stream()
         for j in range(0, tokens.shape[1], 2):
-            timed("codec", codec.decode, stream, tokens[:, j:j + 2])
+            with timed("codec"):
+                codec.decode(stream, tokens[:, j:j + 2])
         run.replies[cid], run.heads[cid], run.tokens[cid] = reply, np.array(heads), tokens
     return run
 
