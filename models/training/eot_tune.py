@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from models.domain import core_length, normalize
+from models.domain import normalize
 from models.fused import (
     DEFAULT_BUNDLE,
     LOOK_MARGIN_MS,
@@ -80,6 +80,7 @@ from models.fused import (
     look_ms,
     look_tail,
 )
+from models.training.speech_data import before_fillers
 
 CHUNK = 320  # 20 ms at 16 kHz
 WIN = 512  # Silero window, 32 ms
@@ -234,27 +235,16 @@ def manifest_rule(fm: FusedModel) -> tuple[float, int, tuple[float, int] | None,
     return fm.eot_threshold, max(1, round(fm.min_silence_ms / w)), late, low
 
 
-def before_fillers(it: dict[str, Any]) -> bool:
-    """The item's pause comes after a complete question, before only fillers ("what is one
-    times zero <pause> please"): no text tells it from the end of the turn. False when the
-    cache does not know the pause's word (caches made before ``pause_word``)."""
-    k = it.get("pause_word")
-    if k is None or it["skill"] == "incomplete":
-        return False
-    words = it["text"].split()
-    return k < len(words) and core_length(words) <= k
-
-
 def score(traces: list[Trace], threshold: float, min_silence: int,
           late: tuple[float, int] | None = None,
           low_snr: LowSnr | None = None) -> dict[str, float]:  # fmt: skip
     delays, within, early, early_out, n, pause_bad, n_pause = [], 0, 0, 0, 0, 0, 0
-    n_inc = inc_fired = n_fill = fill_bad = 0
+    n_inc = inc_fired = n_fill = fill_bad = within_q = 0
     for tr in traces:
         k = fire_window(tr, threshold, min_silence, late, low_snr)
         it = tr.item
         fire = None if k is None else int(tr.ends[k])
-        bad = False
+        bad = filler_ok = False
         if it["pause"] is not None:
             n_pause += 1
             bad = fire is not None and it["pause"][0] <= fire < it["pause"][1]
@@ -262,12 +252,15 @@ def score(traces: list[Trace], threshold: float, min_silence: int,
             if before_fillers(it):
                 n_fill += 1
                 fill_bad += bad
+                # the question was complete when this pause began
+                filler_ok = fire is not None and 0 <= fire - it["pause"][0] <= 200 * 16
         if it["skill"] == "incomplete":
             n_inc += 1
             inc_fired += k is not None and k != fire_window(tr, 2.0, min_silence, None, low_snr)  # not the fallback
             continue
         n += 1
         d = FALLBACK_MS if fire is None else (fire - it["end"]) / 16.0
+        within_q += filler_ok or 0 <= d <= 200
         if d < 0:
             early += 1
             early_out += not bad  # a fire in the pause is counted (and capped) as a pause fire
@@ -276,6 +269,7 @@ def score(traces: list[Trace], threshold: float, min_silence: int,
         within += d <= 200
     a = np.array(delays or [FALLBACK_MS])
     return {"n": n, "within200": within / max(1, n), "early": early / max(1, n),
+            "within200_question": within_q / max(1, n),
             "early_outside": early_out / max(1, n),
             "pause_fire": pause_bad / max(1, n_pause), "p50": float(np.percentile(a, 50)),
             "pause_fire_inside": (pause_bad - fill_bad) / max(1, n_pause - n_fill),
@@ -318,7 +312,8 @@ def tier_allowed(s: dict[str, float], ref: dict[str, float], absolute: bool = Fa
 
 
 def fmt(s: dict[str, float]) -> str:
-    return (f"within 200 ms {s['within200']:.3f}, before speech end {s['early']:.3f} "
+    return (f"within 200 ms {s['within200']:.3f} (of the complete question, also where a pause "
+            f"before fillers only began: {s['within200_question']:.3f}), before speech end {s['early']:.3f} "
             f"({s['early_outside']:.3f} outside pauses), fires in "
             f"pauses {s['pause_fire']:.3f} (in pauses with more than fillers to come "
             f"{s['pause_fire_inside']:.3f}; {s['pauses_before_fillers']:.3f} of the pauses come "

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from models.domain import Example, generate_corpus, lone_social_examples, normalize
+from models.domain import Example, core_length, generate_corpus, lone_social_examples, normalize
 from models.features import SAMPLE_RATE, LogMel
 from streaming.audio import resample
 
@@ -460,6 +460,17 @@ def build_cache(
 
 def load_cache(path: Path) -> list[dict[str, Any]]:
     return list(np.load(path, allow_pickle=True))
+
+
+def before_fillers(it: dict[str, Any]) -> bool:
+    """The item's pause comes after a complete question, before only fillers ("what is one
+    times zero <pause> please"): no text tells it from the end of the turn. False when the
+    cache does not know the pause's word (caches made before ``pause_word``)."""
+    k = it.get("pause_word")
+    if k is None or it["skill"] == "incomplete":
+        return False
+    words = it["text"].split()
+    return k < len(words) and core_length(words) <= k
 
 
 def main(argv: list[str] | None = None) -> None:

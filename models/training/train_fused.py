@@ -54,7 +54,7 @@ from models.training.fused import (
     spec_augment,
 )
 from models.training.lm import LMConfig
-from models.training.speech_data import DATA_DIR, load_cache
+from models.training.speech_data import DATA_DIR, before_fillers, load_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "fused"
@@ -421,6 +421,16 @@ def break_pause_labels(lab: np.ndarray, frames: Any, pause_end: int,
     return out
 
 
+def holds_break_pause(it: dict[str, Any], mode: str) -> bool:
+    """Whether ``--break-pauses mode`` labels the item's break-style pause HOLD
+    (:func:`break_pause_labels`): always (``continue``), only where more than fillers follow
+    it (``inside``: "what is seven <pause> plus five", not "what is one times zero <pause>
+    please", whose question was complete when the pause began), or never (``text``)."""
+    if not it.get("pause_break") or mode == "text":
+        return False
+    return mode == "continue" or not before_fillers(it)
+
+
 def lm_sequence(tok: Tokenizer, steps: tuple[np.ndarray, np.ndarray, np.ndarray], answer: str,
                 complete: bool, max_q: int = 48) -> dict[str, Any]:  # fmt: skip
     """One training row: per-position probs/enc inputs and text targets; the end-of-turn
@@ -461,11 +471,16 @@ def piece_confusions(rows: list[dict[str, Any]], vocab: int) -> np.ndarray:
 
 
 def confuse_steps(probs: np.ndarray, confusion: np.ndarray, rate: float,
-                  rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+                  rng: np.random.Generator, last: float = 0.0) -> np.ndarray:  # fmt: skip
     """Move part of some steps' mass to a piece the encoder confuses with their top piece
-    (``rate`` of the steps; a weight of 0.2-0.7, so the neighbour may win): the mixtures
-    it gives on unseen voices, where the label still says what was said."""
-    pick = np.flatnonzero(rng.random(len(probs)) < rate)
+    (``rate`` of the steps, and the last step with probability ``last``; a weight of
+    0.2-0.7, so the neighbour may win): the mixtures it gives on unseen voices, where the
+    label still says what was said. The last heard step is where the head is read: on
+    unseen voices a final " thanks" is often heard as " thank" 0.5-0.8."""
+    sel = rng.random(len(probs)) < rate
+    if len(probs) and last > 0 and rng.random() < last:
+        sel[-1] = True
+    pick = np.flatnonzero(sel)
     if not len(pick):
         return probs
     probs = probs.copy()
@@ -481,11 +496,11 @@ def confuse_steps(probs: np.ndarray, confusion: np.ndarray, rate: float,
 
 
 def confuse_row(r: dict[str, Any], confusion: np.ndarray, rate: float,
-                rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
+                rng: np.random.Generator, last: float = 0.0) -> dict[str, Any]:  # fmt: skip
     """A speech row with :func:`confuse_steps` on its heard steps (text rows as they are)."""
     if "ids" in r or not r["n_q"]:
         return r
-    return dict(r, probs=confuse_steps(np.asarray(r["probs"], np.float32), confusion, rate, rng))
+    return dict(r, probs=confuse_steps(np.asarray(r["probs"], np.float32), confusion, rate, rng, last))
 
 
 def augment_row(r: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -604,7 +619,7 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
         it = items[k % len(items)]
         r["eot"] = eot_labels(tok, r["probs"].argmax(-1) if r["n_q"] else [], it["text"],
                               r["complete"], args.eot_label)  # fmt: skip
-        if args.break_pauses == "continue" and it.get("pause_break"):
+        if holds_break_pause(it, args.break_pauses):
             r["eot"] = break_pause_labels(r["eot"], r["frames"], it["pause"][1])
         if getattr(args, "sure_end", False) and r["complete"] and len(r["eot"]) and r["eot"][-1] == 1.0:
             r["eot"] = np.asarray(r["eot"], np.float32).copy()
@@ -726,9 +741,11 @@ def train_lm(args: argparse.Namespace) -> None:
     log(f"lm rows: {len(rows)} speech + {len(text_rows)} text (mix {args.text_mix}), "
         f"{len(dev_rows)} dev ({time.time() - t0:.0f}s); {lm_cfg}", stage)  # fmt: skip
     confusion = None
-    if getattr(args, "confuse", 0.0) > 0:
-        confusion = (piece_confusions(rows, lm_cfg.vocab_size), float(args.confuse))
-        log(f"confusable pieces from the rows' posteriors, mixed into {args.confuse:.0%} of the steps", stage)
+    confuse_last = getattr(args, "confuse_last", 0.0)
+    if getattr(args, "confuse", 0.0) > 0 or confuse_last > 0:
+        confusion = (piece_confusions(rows, lm_cfg.vocab_size), float(args.confuse), confuse_last)
+        log(f"confusable pieces from the rows' posteriors, mixed into {args.confuse:.0%} of the steps "
+            f"and {confuse_last:.0%} of the last ones", stage)  # fmt: skip
     teacher = load_stage3(args.eot_teacher, cfg)[0].eval() if args.eot_teacher else None
     head_only = getattr(args, "head_only", False)
     params = trainable(model, head_only)
@@ -750,7 +767,8 @@ def train_lm(args: argparse.Namespace) -> None:
         batch_rows = [rows[i] for i in idx] + [text_rows[i] for i in tidx]
         if confusion is not None:
             crng = np.random.default_rng([args.seed, 8, step])
-            batch_rows = [confuse_row(r, *confusion, crng) for r in batch_rows]
+            cm, rate, last_rate = confusion
+            batch_rows = [confuse_row(r, cm, rate, crng, last_rate) for r in batch_rows]
         probs, encx, tgt, eot = make_lm_batch(batch_rows, lm_cfg.vocab_size, cfg.enc_dim,
                                               rng if args.augment else None)  # fmt: skip
         for g in opt.param_groups:
@@ -1058,6 +1076,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--confuse", type=float, default=0.0,
                     help="stage 3: mix this share of the heard steps with a piece the encoder "
                          "confuses with theirs (piece_confusions; 0: off)")
+    ap.add_argument("--confuse-last", type=float, default=0.0,
+                    help="stage 3: also mix the last heard step of this share of the speech rows "
+                         "(where the head is read), labels kept")
     ap.add_argument("--head-only", action="store_true",
                     help="stage 3: train the end-of-turn head alone on the frozen LM (text "
                          "answers stay exactly those of --init-lm)")
@@ -1067,10 +1088,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eot-teacher", type=Path, default=None,
                     help="stage 3: end-of-turn targets are this stage-3 checkpoint's head "
                          "probabilities (e.g. lm_init.pt: fine-tune the text, keep the end of turn)")
-    ap.add_argument("--break-pauses", choices=("continue", "text"), default="continue",
+    ap.add_argument("--break-pauses", choices=("continue", "inside", "text"), default="continue",
                     help="stage 3: labels of an item whose pause is an SSML break (pause_break): "
-                         "no end until the speech resumes (break_pause_labels), or the text "
-                         "labels, as for a pause made of two syntheses")  # fmt: skip
+                         "no end until the speech resumes (break_pause_labels); that only where "
+                         "more than fillers follow the pause (inside a question), else the text's; "
+                         "or the text labels, as for a pause made of two syntheses")  # fmt: skip
     ap.add_argument("--pause-lookahead-ms", type=float, default=400.0,
                     help="stage 3: how far into a mid-question pause the pause step hears")
     ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core CPU")

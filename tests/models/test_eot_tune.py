@@ -70,6 +70,11 @@ def test_score_counts_delays_takeovers_and_pause_fires() -> None:
     s = score([filler, inside, quiet], 0.9, 2)
     assert s["pause_fire"] == pytest.approx(2 / 3) and s["pauses_before_fillers"] == pytest.approx(1 / 3)
     assert s["pause_fire_inside"] == pytest.approx(1 / 2)
+    # a fire 96 ms into the pause before "please um" answers the complete question in time; the
+    # same fire before more words ("times zero") is a takeover, and so is a fire far into the pause
+    assert s["within200"] == 0.0 and s["within200_question"] == pytest.approx(1 / 3)
+    far = Trace(dict(filler.item, pause=(int(ends[20]), int(ends[30]))), ends, vad, head, np.zeros(n, int))
+    assert score([far], 0.9, 2)["within200_question"] == 0.0
 
 
 def test_late_tier_fires_on_a_less_sure_head_after_a_long_silence() -> None:

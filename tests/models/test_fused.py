@@ -145,6 +145,18 @@ def test_a_break_style_pause_is_no_end_even_after_a_complete_question() -> None:
     assert lab.tolist() == [0, 0, 0, 0, 1, 1]  # the input is left alone
 
 
+def test_break_pause_modes_hold_where_the_question_goes_on() -> None:
+    from models.training.train_fused import holds_break_pause
+
+    fill = {"text": "what is one times zero please", "skill": "multiplication", "pause_word": 5,
+            "pause_break": True}  # fmt: skip
+    inside = dict(fill, pause_word=3)  # "what is one <pause> times zero please"
+    split = dict(inside, pause_break=False)  # two syntheses: the text's labels in every mode
+    for mode, want in (("continue", [True, True, False]), ("inside", [False, True, False]),
+                       ("text", [False, False, False])):  # fmt: skip
+        assert [holds_break_pause(it, mode) for it in (fill, inside, split)] == want
+
+
 def test_eot_loss_follows_the_teacher_instead_of_the_labels() -> None:
     from models.training.train_fused import HOLD, eot_loss
 
@@ -235,6 +247,12 @@ def test_confusions_move_mass_only_to_pieces_the_encoder_mixed_up() -> None:
     assert np.array_equal(confuse_row(rows[0], c, 0.0, rng)["probs"], p.astype(np.float32))  # rate 0: as heard
     text = {"ids": [1, 2], "n_q": 2}
     assert confuse_row(text, c, 1.0, rng) is text
+    # the last step alone (where the head is read), with the same neighbours
+    two = {"probs": p[:2].copy(), "n_q": 2, "eot": np.array([0.0, 1.0], np.float32)}
+    lasts = [confuse_row(two, c, 0.0, rng, last=1.0)["probs"] for _ in range(20)]
+    assert all(np.array_equal(q[0], p[0].astype(np.float32)) for q in lasts)  # rate 0: first step as heard
+    assert all(q[1, [2, 3]].sum() > 0.3 + 0.7 * 0.2 - 1e-3 for q in lasts)  # 0.3 there, >= 0.2 of the rest moved
+    assert np.array_equal(confuse_row(two, c, 0.0, rng, last=0.0)["probs"], p[:2].astype(np.float32))
 
 
 def test_pause_rows_put_a_labelled_pause_step_where_the_run_time_reads_the_head() -> None:
