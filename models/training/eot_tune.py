@@ -49,7 +49,9 @@ unchanged) and the report goes to ``reports/eot_tune.md``.
 operating point chosen as a product decision, docs/fused.md) instead of by the caps; its
 dev rates are reported next to the caps, and the late tier and low-SNR confirm are kept
 only if they add no dev fires in pauses to it, and no fires before the speech end (the
-low-SNR confirm: at most 1 point more, as below).
+low-SNR confirm: at most 1 point more, as below). ``--rule ...,LATE_THRESHOLD,LATE_SILENCE_MS``
+also sets the late tier by hand: dev speech of training voices may have too few unsure
+heads for any late tier to change its objective.
 Last, a *low-SNR confirm*: where the level gate's quiet level is less than a headroom
 (0-3 dB) above the background, the gate cannot find pauses and the VAD's own silence,
 which already lags the speech end, confirms the head after fewer windows, and may end the
@@ -70,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from models.domain import normalize
+from models.domain import core_length, normalize
 from models.fused import (
     DEFAULT_BUNDLE,
     LOOK_MARGIN_MS,
@@ -239,7 +241,7 @@ def score(traces: list[Trace], threshold: float, min_silence: int,
           late: tuple[float, int] | None = None,
           low_snr: LowSnr | None = None) -> dict[str, float]:  # fmt: skip
     delays, within, early, early_out, n, pause_bad, n_pause = [], 0, 0, 0, 0, 0, 0
-    n_inc = inc_fired = n_fill = fill_bad = within_q = 0
+    n_inc = inc_fired = n_fill = fill_bad = within_q = n_bare = within_bare = 0
     for tr in traces:
         k = fire_window(tr, threshold, min_silence, late, low_snr)
         it = tr.item
@@ -261,6 +263,9 @@ def score(traces: list[Trace], threshold: float, min_silence: int,
         n += 1
         d = FALLBACK_MS if fire is None else (fire - it["end"]) / 16.0
         within_q += filler_ok or 0 <= d <= 200
+        if "text" in it and core_length(words := it["text"].split()) == len(words):
+            n_bare += 1  # ends on its last content word, as a first half before fillers does
+            within_bare += 0 <= d <= 200
         if d < 0:
             early += 1
             early_out += not bad  # a fire in the pause is counted (and capped) as a pause fire
@@ -274,8 +279,22 @@ def score(traces: list[Trace], threshold: float, min_silence: int,
             "pause_fire": pause_bad / max(1, n_pause), "p50": float(np.percentile(a, 50)),
             "pause_fire_inside": (pause_bad - fill_bad) / max(1, n_pause - n_fill),
             "pauses_before_fillers": n_fill / max(1, n_pause),
+            "pause_fire_before_fillers": fill_bad / max(1, n_fill),
+            "within200_bare": within_bare / max(1, n_bare),
             "incomplete_fire": inc_fired / max(1, n_inc),
             "p90": float(np.percentile(a, 90)), "p95": float(np.percentile(a, 95))}  # fmt: skip
+
+
+def parse_rule(text: str) -> tuple[float, int, tuple[float, int] | None]:
+    """``--rule`` in trace units: (threshold, VAD silence windows, late tier or None)."""
+    try:
+        v = [float(x) for x in text.split(",")]
+    except ValueError:
+        v = []
+    if len(v) not in (2, 4) or not all(0 < x for x in v) or v[1] < WIN / 16 or (len(v) == 4 and v[2] > 1):
+        raise SystemExit(f"--rule {text!r}: want THRESHOLD,SILENCE_MS[,LATE_THRESHOLD,LATE_SILENCE_MS]")
+    late = (v[2], round(v[3] / (WIN / 16))) if len(v) == 4 else None
+    return v[0], round(v[1] / (WIN / 16)), late
 
 
 def objective(s: dict[str, float], kind: str = "delay") -> float:
@@ -362,8 +381,9 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"limit dev pause fires by {MAX_PAUSE_FIRE} only, not by the reference rule's rate")
     ap.add_argument("--report", type=Path, default=Path("reports/eot_tune.md"))
     ap.add_argument("--rule", default="",
-                    help="THRESHOLD,SILENCE_MS: a head threshold and VAD silence set by hand "
-                         "instead of chosen within the caps (its dev rates are reported)")  # fmt: skip
+                    help="THRESHOLD,SILENCE_MS[,LATE_THRESHOLD,LATE_SILENCE_MS]: a head threshold "
+                         "and VAD silence (and late tier) set by hand instead of chosen within the "
+                         "caps (its dev rates are reported)")  # fmt: skip
     ap.add_argument("--objective", choices=("delay", "within"), default="delay",
                     help="delay: minimize dev p50 + p95/4 (the shipped rules); within: maximize dev "
                          "within 200 ms, under the same limits")  # fmt: skip
@@ -425,9 +445,9 @@ def main(argv: list[str] | None = None) -> None:
             head = f"| {tail:.0f} | {gname(gate, depth)} | {thr} | {sil * 32} |"
             lines.append(f"{head} dev | " + row(s))
             lines.append(f"{head} eval | " + row(score(etr, thr, sil)))
+    hand_late = None
     if args.rule:  # an operating point set by hand, on the first variant
-        thr_s, sil_ms = args.rule.split(",")
-        thr, sil = float(thr_s), round(float(sil_ms) / 32)
+        thr, sil, hand_late = parse_rule(args.rule)
         (tail, gate, depth), (dtr, etr) = variants[0], traced[0]
         s = score(dtr, thr, sil)
         how = (f"set by hand (--rule; dev before the end {s['early']:.3f} against the cap "
@@ -447,8 +467,8 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", f"Chosen on dev: lookahead {tail:.0f} ms, level gate {gname(gate, depth)}, threshold {thr}, "
               f"min silence {sil * 32} ms {how}.", f"Eval: {fmt(es)}."]  # fmt: skip
     # The late tier: a less sure head after a silence longer than any pause in a question.
-    late, best_obj = None, objective(s)  # the late tier cannot change within 200 ms: delay
-    for lt in LATE_THRESHOLDS:
+    late, best_obj = hand_late, objective(s)  # the late tier cannot change within 200 ms: delay
+    for lt in LATE_THRESHOLDS if hand_late is None else ():
         for ls in LATE_SILENCES:
             sl = score(dtr, thr, sil, (lt, ls))
             if (allowed(sl)
@@ -460,7 +480,8 @@ def main(argv: list[str] | None = None) -> None:
         head = (f"| {tail:.0f} | {gname(gate, depth)} | {thr}, late {late[0]} | {sil * 32}, "
                 f"late {late[1] * 32} |")  # fmt: skip
         lines[table_end:table_end] = [f"{head} dev | " + row(ld), f"{head} eval | " + row(le)]
-        lines += [f"Late tier chosen on dev: head >= {late[0]} after {late[1] * 32} ms of silence. "
+        lines += [f"Late tier {'set by hand' if hand_late else 'chosen on dev'}: head >= {late[0]} after "
+                  f"{late[1] * 32} ms of silence. "
                   f"Eval with it: {fmt(le)}; incomplete questions answered by a head rule "
                   f"(not the 1.5 s fallback) {le['incomplete_fire']:.3f} (without it "
                   f"{es['incomplete_fire']:.3f})."]  # fmt: skip

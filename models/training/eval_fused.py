@@ -117,6 +117,9 @@ def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
             f"{fm.level_gate_depth_db:g} dB under the speech; "
             f"late tier: head >= {fm.late_threshold:g} after {fm.late_silence_ms:.0f} ms{low_txt})", "",
             f"- complete questions (n={s['n']}): {fmt(s)}",
+            f"- questions that end on their last content word: within 200 ms "
+            f"{s['within200_bare']:.3f}; pauses before fillers only (the same audio up to the "
+            f"pause on the split set): fired in {s['pause_fire_before_fillers']:.3f}",
             f"- incomplete questions (n={n_inc}): left to the 1.5 s fallback "
             f"{1 - s['incomplete_fire']:.3f}"]  # fmt: skip
 

@@ -2,7 +2,7 @@
 # Rebuild bundles/fused on this CPU, the way the shipped one was made (docs/fused.md).
 # Deterministic from seed 0 (batches are functions of (seed, step); keep the thread
 # counts). Resumable: existing speech caches are kept, finished stages are skipped,
-# and a killed stage resumes from its *_last.pt when rerun. About 8 h 30 min on 2 cores.
+# and a killed stage resumes from its *_last.pt when rerun. About 8 h 35 min on 2 cores.
 #
 #   make fused-model            # or: sh models/training/rebuild_fused.sh
 set -eu
@@ -65,9 +65,12 @@ done_ $R/t/lm_final.pt || $T lm --runs $R/t --init-lm $R/t0/lm_init.pt --eot-tea
     --steps 3000 --lr 3e-4 --text-mix 0.5 --eot-label complete --extra $B $A --threads 2
 cp $R/t0/audio_final.pt $R/t/audio_final.pt
 # stage 3 twice more from t, the whole LM and no teacher, with prefix labels (a sure end wherever
-# the words heard so far ask a whole question of the domain; z3, then z4 at half the rate): the
-# shipped lm_step. The encoder, audio head and row caches are t's.
-for z in z3 z4; do
+# the words heard so far ask a whole question of the domain; z3, then z4 at half the rate); then
+# once more from z4 with the pause step (the head read on a <pause> step when the user is quiet),
+# confusable pieces mixed into 15 % of the heard steps, and HOLD only in the break-style pauses
+# that more than fillers follow (z14): the shipped lm_step. The encoder, audio head and row
+# caches are t's.
+for z in z3 z4 z14; do
     mkdir -p $R/$z
     cp $R/t/encoder_final.pt $R/t/audio_final.pt $R/$z/
     for f in $R/t/lm_rows_*; do ln -sf "../t/$(basename "$f")" "$R/$z/"; done
@@ -76,9 +79,12 @@ done_ $R/z3/lm_final.pt || $T lm --runs $R/z3 --init-lm $R/t/lm_final.pt --steps
     --text-mix 0.5 --eot-label prefix --extra $B $A --threads 2
 done_ $R/z4/lm_final.pt || $T lm --runs $R/z4 --init-lm $R/z3/lm_final.pt --steps 3000 --lr 1.5e-4 \
     --text-mix 0.5 --eot-label prefix --extra $B $A --threads 2
-$PY -m models.training.export_fused --runs $R/z4
+done_ $R/z14/lm_final.pt || $T lm --runs $R/z14 --init-lm $R/z4/lm_final.pt --steps 3000 --lr 1.5e-4 \
+    --text-mix 0.5 --eot-label prefix --extra $B $A --threads 2 --confuse 0.15 \
+    --pause-token '<reserved_0>' --break-pauses inside
+$PY -m models.training.export_fused --runs $R/z14
 # the level gate: 1.0 at 20 dB, which --gates 0.9,1.0 --depths 30,20,14 chose for every model since;
-# the head threshold and silence are an operating point set by hand (docs/fused.md, --rule)
+# the head threshold, silence and late tier are an operating point set by hand (docs/fused.md, --rule)
 $PY -m models.training.eot_tune --tails 400 --gates 1.0 --depths 20 --absolute-caps --grid --write-manifest \
-    --rule 0.95,96
+    --rule 0.95,96,0.3,768
 $PY -m models.training.eval_fused

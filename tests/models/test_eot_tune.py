@@ -10,6 +10,7 @@ from models.training.eot_tune import (
     WIN,
     Trace,
     fire_window,
+    parse_rule,
     score,
     tier_allowed,
     within_limits,
@@ -73,6 +74,9 @@ def test_score_counts_delays_takeovers_and_pause_fires() -> None:
     # a fire 96 ms into the pause before "please um" answers the complete question in time; the
     # same fire before more words ("times zero") is a takeover, and so is a fire far into the pause
     assert s["within200"] == 0.0 and s["within200_question"] == pytest.approx(1 / 3)
+    assert s["pause_fire_before_fillers"] == 1.0 and s["within200_bare"] == 0.0  # no bare end here
+    bare = Trace(dict(item, text="what is one times zero"), ends, vad, head, np.zeros(n, int))
+    assert score([bare, filler], 0.9, 2)["within200_bare"] == 1.0  # 96 ms after its end
     far = Trace(dict(filler.item, pause=(int(ends[20]), int(ends[30]))), ends, vad, head, np.zeros(n, int))
     assert score([far], 0.9, 2)["within200_question"] == 0.0
 
@@ -152,3 +156,11 @@ def test_a_rule_set_by_hand_lets_later_tiers_add_no_pause_fires_and_few_early_on
     assert not tier_allowed(dict(same, pause_fire=0.114), ref, True, hand, early_slack=0.01)
     assert not tier_allowed(same, ref, True)  # without the hand rule the caps apply
     assert tier_allowed({"pause_fire": 0.05, "early": 0.04}, ref, True)
+
+
+def test_a_rule_set_by_hand_may_fix_the_late_tier_too() -> None:
+    assert parse_rule("0.95,96") == (0.95, 3, None)
+    assert parse_rule("0.95,96,0.3,768") == (0.95, 3, (0.3, 24))
+    for bad in ("0.95", "0.95,96,0.3", "x,96", "0.95,0", "0.95,96,1.5,768"):
+        with pytest.raises(SystemExit, match="--rule"):
+            parse_rule(bad)
