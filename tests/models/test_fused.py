@@ -690,3 +690,34 @@ def test_a_hidden_layer_head_goes_through_the_bundle_and_back(parts: dict, tmp_p
     lin, _ = load_stage3(tmp_path / "runs" / "lm_init.pt", parts["cfg"], eot_hidden=0)
     assert lin.eot_hidden == 0 and isinstance(lin.eot, torch.nn.Linear)
     assert torch.equal(lin.lm.tok_embeddings.weight, lm.lm.tok_embeddings.weight)
+
+
+def test_bf16_autocast_runs_the_forward_in_bfloat16_and_keeps_float32_weights() -> None:
+    import argparse
+
+    from models.training.train_fused import autocast, eot_loss, parse_args, stage3_forward
+
+    torch.manual_seed(2)
+    cfg = FusedConfig.from_name("tiny", vocab_size=40)
+    enc = Encoder(cfg)
+    mel = torch.randn(2, 32, cfg.n_mels)
+    ref, _, _ = enc(mel, enc.empty_state(2))
+    with autocast(argparse.Namespace(bf16=False)):  # off: exactly the float32 forward
+        off, _, _ = enc(mel, enc.empty_state(2))
+    assert off.dtype == torch.float32 and torch.equal(off, ref)
+    with autocast(parse_args(["encoder", "--bf16"])):
+        on, _, _ = enc(mel, enc.empty_state(2))
+    assert on.dtype == torch.bfloat16 and not torch.equal(on.float(), ref)
+    assert torch.allclose(on.float(), ref, atol=0.1, rtol=0.05)
+    # a stage-3 step: the losses come back in float32, the gradients land on float32 weights
+    model = FusedLM(LMConfig.from_name("tiny", vocab_size=40, max_seq_len=16), cfg)
+    probs = torch.softmax(torch.randn(2, 6, 40), -1)
+    states = torch.randn(2, 6, cfg.enc_dim)
+    tgt = torch.randint(0, 40, (2, 6))
+    with autocast(parse_args(["lm", "--bf16"])):
+        l_text, logit = stage3_forward(model, probs, states, tgt)
+    assert l_text.dtype == torch.float32
+    loss = l_text + eot_loss(logit.float(), torch.zeros(2, 6))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
