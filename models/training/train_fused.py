@@ -1107,8 +1107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="stage 3: how far into a mid-question pause the pause step hears")
     ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core CPU")
     ap.add_argument("--bf16", action="store_true",
-                    help="encoder, lm: bfloat16 autocast of the forward (float32 weights; faster "
-                         "on CPUs with AVX512-BF16 or AMX, slower elsewhere)")
+                    help="encoder, lm: bfloat16 autocast of the forward (float32 weights and "
+                         "losses; 1.3x on this 2-core AVX512-BF16 CPU, docs/fused.md)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--ckpt-every", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=500)
