@@ -493,9 +493,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pause-style", choices=("split", "break"), default="split",
                     help="eval, train, dev: how espeak-ng pauses are made (break: one synthesis "
                          "with an SSML break, cached as speech_..._break.npy)")  # fmt: skip
-    ap.add_argument(
-        "--offset", type=int, default=0, help="train: only items [offset, n) (extends a cache)"
-    )
+    ap.add_argument("--offset", type=int, default=0,
+                    help="train, wide, accent: items [offset, n) (extends a cache)")  # fmt: skip
     args = ap.parse_args(argv)
     if shutil.which("espeak-ng") is None or shutil.which("flite") is None:
         sys.exit("espeak-ng and flite are required")
@@ -518,9 +517,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.only in ("wide", "accent"):
         n = args.n_wide if args.only == "wide" else args.n_accent
-        path = DATA_DIR / f"speech_{args.only}_s{args.seed}_n{n}.npy"
+        tail = f"_from{args.offset}" if args.offset else ""
+        path = DATA_DIR / f"speech_{args.only}_s{args.seed}_n{n}{tail}.npy"
         if not path.exists():
-            build_cache(path, args.seed, n, args.only, args.pause_prob, args.workers)
+            build_cache(path, args.seed, n, args.only, args.pause_prob, args.workers, args.offset)
         print(path)
         return
     for split, n in (("eval", args.n_eval), ("train", args.n_train)):

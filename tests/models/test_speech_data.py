@@ -114,3 +114,19 @@ def test_a_break_style_pause_keeps_the_item_but_says_it_in_one_synthesis():
     d = sd.make_utterance(ex, v, random.Random(3), 0.0, "split")
     assert np.array_equal(c.pcm, d.pcm)
     assert not c.pause_break
+
+
+@pytest.mark.parametrize("split", ["wide", "accent"])
+def test_wide_and_accent_caches_extend_from_an_offset(monkeypatch, tmp_path, split):
+    calls = []
+    monkeypatch.setattr(sd, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(sd.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(sd, "build_cache", lambda path, seed, n, s, p, w, offset=0, **kw:
+                        calls.append((path.name, n, s, offset)))  # fmt: skip
+    sd.main(["--only", split, f"--n-{split}", "20000", "--offset", "6000"])
+    sd.main(["--only", split, f"--n-{split}", "6000"])
+    assert calls == [(f"speech_{split}_s0_n20000_from6000.npy", 20000, split, 6000),
+                     (f"speech_{split}_s0_n6000.npy", 6000, split, 0)]  # fmt: skip
+    # a shorter plan is a prefix of a longer one, so a cache and its extension hold what one
+    # whole cache would
+    assert sd.item_plan(0, 200, split)[:60] == sd.item_plan(0, 60, split)
