@@ -805,6 +805,8 @@ def train_lm(args: argparse.Namespace) -> None:
             )
     acc = lm_dev_accuracy(model, dev_rows, tok)
     log(f"GATE3 dev[train voices] answer exact {acc:.3f}", stage)
+    log(f"held-out questions as text (no encoder input) answer exact "
+        f"{text_probe_accuracy(model, tok, args.seed):.3f}", stage)  # fmt: skip
     tuning = tune_eot(model, dev_rows, dev_items, lm_cfg.vocab_size, cfg.enc_dim, stage)
     save_atomic({"model": model.state_dict(), "cfg": cfg.to_dict(), "lm_cfg": lm_cfg.to_dict(),
                  "eot_tuning": tuning, "dev_accuracy": acc, "pause_token": args.pause_token,
@@ -902,6 +904,29 @@ def lm_dev_accuracy(model: FusedLM, rows: list[dict[str, Any]], tok: Tokenizer) 
             ok += normalize(tok.decode(out)) == normalize(want)
     model.train()
     return ok / max(1, len(rows))
+
+
+def text_probe_accuracy(model: FusedLM, tok: Tokenizer, seed: int, per_skill: int = 30) -> float:
+    """Greedy answers to held-out corpus questions given as one-hot text with no encoder
+    input: what the LM backbone still knows. The text LM alone scores 1.000 on these (a
+    diagnostic on held-out phrasings, logged, never used to stop or select)."""
+    from models.domain import generate_corpus
+
+    by: dict[str, list[Any]] = {}
+    for e in generate_corpus(seed):
+        if e.split == "heldout":
+            by.setdefault(e.skill, []).append(e)
+    rng = np.random.default_rng([seed, 11])
+    vocab, enc_dim = model.lm.cfg.vocab_size, model.proj.in_features
+    rows = []
+    for skill in sorted(by):
+        for k in rng.permutation(len(by[skill]))[:per_skill]:
+            e = by[skill][int(k)]
+            ids = tok.encode(normalize(e.question))[:48]
+            probs = np.eye(vocab, dtype=np.float32)[ids]
+            steps = (probs, np.zeros((len(ids), enc_dim), np.float32), np.zeros(len(ids)))
+            rows.append(lm_sequence(tok, steps, e.answer, e.skill != "incomplete"))
+    return lm_dev_accuracy(model, rows, tok)
 
 
 # --------------------------------------------------------------------------- stage 2

@@ -721,3 +721,43 @@ def test_bf16_autocast_runs_the_forward_in_bfloat16_and_keeps_float32_weights() 
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+def test_the_text_probe_asks_held_out_questions_and_scores_the_answers() -> None:
+    from types import SimpleNamespace
+
+    from models.domain import generate_corpus, normalize
+    from models.training.train_fused import text_probe_accuracy
+
+    held = [e for e in generate_corpus(0) if e.split == "heldout"]
+    tok = train_bpe([normalize(e.question) for e in held] + [e.answer for e in held], 300)
+    answers = {normalize(e.question): e.answer for e in held}
+    eot, asst = tok.special("<eot>"), tok.special("<assistant>")
+
+    class Oracle(torch.nn.Module):
+        """Reads the one-hot question back and says ``answers`` for it (or "um" if not ``know``)."""
+
+        def __init__(self, know: bool) -> None:
+            super().__init__()
+            self.know, self.asked = know, []
+            self.lm = SimpleNamespace(cfg=SimpleNamespace(vocab_size=tok.vocab_size))
+            self.proj = torch.nn.Linear(4, 1)
+
+        def forward(self, probs: torch.Tensor, encx: torch.Tensor) -> tuple:
+            assert not encx.any()  # no encoder input
+            ids = probs[0].argmax(-1).tolist()
+            q = tok.decode(ids[2 : ids.index(eot)])
+            said = ids[ids.index(asst) + 1 :]
+            if not said:
+                self.asked.append(q)
+            want = tok.encode(answers[q] if self.know else "um") + [eot]
+            logits = torch.zeros(1, len(ids), tok.vocab_size)
+            logits[0, -1, want[len(said)]] = 1.0
+            return logits, None, None
+
+    good, bad = Oracle(True), Oracle(False)
+    assert text_probe_accuracy(good, tok, 0, per_skill=3) == 1.0
+    assert text_probe_accuracy(bad, tok, 0, per_skill=3) == 0.0
+    skills = {e.skill for e in held}
+    assert len(good.asked) == 3 * len(skills) and set(good.asked) <= set(answers)
+    assert {next(e.skill for e in held if normalize(e.question) == q) for q in good.asked} == skills
