@@ -692,6 +692,18 @@ def trainable(model: FusedLM, head_only: bool = False) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def param_groups(model: FusedLM, params: list[nn.Parameter], backbone: float) -> list[dict]:
+    """Optimizer groups for stage 3: the LM backbone's parameters at ``backbone`` times the
+    learning rate (key ``scale``), the adapter and the end-of-turn head at the full rate.
+    At 1 one group, as before the option (so older ``lm_last.pt`` files still resume)."""
+    if backbone == 1.0:
+        return [{"params": params}]
+    lm = {id(p) for p in model.lm.parameters()}
+    groups = [{"params": [p for p in params if id(p) in lm], "scale": backbone},
+              {"params": [p for p in params if id(p) not in lm], "scale": 1.0}]  # fmt: skip
+    return [g for g in groups if g["params"]]
+
+
 def stage3_forward(model: FusedLM, probs: torch.Tensor, enc: torch.Tensor, tgt: torch.Tensor,
                    head_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(text loss, end-of-turn logits) of one stage-3 batch. With ``head_only`` the LM runs
@@ -757,7 +769,8 @@ def train_lm(args: argparse.Namespace) -> None:
     teacher = load_stage3(args.eot_teacher, cfg)[0].eval() if args.eot_teacher else None
     head_only = getattr(args, "head_only", False)
     params = trainable(model, head_only)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(param_groups(model, params, getattr(args, "backbone_lr", 1.0)),
+                            lr=args.lr, weight_decay=0.01)  # fmt: skip
     start = 0
     last = RUNS / f"{stage}_last.pt"
     if last.exists() and not args.fresh:
@@ -780,7 +793,7 @@ def train_lm(args: argparse.Namespace) -> None:
         probs, encx, tgt, eot = make_lm_batch(batch_rows, lm_cfg.vocab_size, cfg.enc_dim,
                                               rng if args.augment else None)  # fmt: skip
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, warmup=50)
+            g["lr"] = lr_at(step, args.steps, args.lr, warmup=50) * g.get("scale", 1.0)
         with autocast(args):
             l_text, eot_logit = stage3_forward(model, probs, encx, tgt, head_only)
             t_logit = None
@@ -1117,6 +1130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--head-only", action="store_true",
                     help="stage 3: train the end-of-turn head alone on the frozen LM (text "
                          "answers stay exactly those of --init-lm)")
+    ap.add_argument("--backbone-lr", type=float, default=1.0,
+                    help="stage 3: the LM backbone's learning rate as a share of --lr (the adapter "
+                         "and end-of-turn head keep --lr); below 1 it forgets less of the text LM")
     ap.add_argument("--eot-hidden", type=int, default=None,
                     help="stage 3: an end-of-turn head with one hidden layer this wide (0: linear; "
                          "default: --init-lm's own head)")

@@ -761,3 +761,21 @@ def test_the_text_probe_asks_held_out_questions_and_scores_the_answers() -> None
     skills = {e.skill for e in held}
     assert len(good.asked) == 3 * len(skills) and set(good.asked) <= set(answers)
     assert {next(e.skill for e in held if normalize(e.question) == q) for q in good.asked} == skills
+
+
+def test_backbone_lr_scales_only_the_lm_backbone() -> None:
+    from models.training.train_fused import param_groups, trainable
+
+    model = FusedLM(LMConfig.from_name("tiny", vocab_size=40, max_seq_len=16),
+                    FusedConfig.from_name("tiny", vocab_size=40))  # fmt: skip
+    params = trainable(model)
+    assert param_groups(model, params, 1.0) == [{"params": params}]  # as before the option
+    slow, fast = param_groups(model, params, 0.1)
+    assert slow["scale"] == 0.1 and fast["scale"] == 1.0
+    assert {id(p) for p in slow["params"]} == {id(p) for p in model.lm.parameters()}
+    assert {id(p) for p in fast["params"]} == {
+        id(p) for p in [*model.proj.parameters(), *model.eot.parameters()]
+    }
+    # head only: just the end-of-turn head, at the full rate
+    (only,) = param_groups(model, trainable(model, head_only=True), 0.1)
+    assert only["scale"] == 1.0 and len(only["params"]) == len(list(model.eot.parameters()))
