@@ -33,8 +33,10 @@ from torch import nn
 from models.domain import (
     answer_sentences,
     audio_heldout_answers,
+    bare_social_forms,
     complete_question,
     core_length,
+    generate_corpus,
     normalize,
 )
 from models.features import N_MELS, LogMel
@@ -747,8 +749,6 @@ def train_lm(args: argparse.Namespace) -> None:
     text_rows = []
     pid = tok.special(args.pause_token) if args.pause_token else None
     if args.text_mix > 0:
-        from models.domain import bare_social_forms, generate_corpus
-
         corpus = generate_corpus(args.seed)
         for e in corpus + bare_social_forms(corpus):
             if e.split == "train":
@@ -923,8 +923,6 @@ def text_probe_accuracy(model: FusedLM, tok: Tokenizer, seed: int, per_skill: in
     """Greedy answers to held-out corpus questions given as one-hot text with no encoder
     input: what the LM backbone still knows. The text LM alone scores 1.000 on these (a
     diagnostic on held-out phrasings, logged, never used to stop or select)."""
-    from models.domain import generate_corpus
-
     by: dict[str, list[Any]] = {}
     for e in generate_corpus(seed):
         if e.split == "heldout":
