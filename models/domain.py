@@ -314,12 +314,17 @@ def question_core(words: list[str]) -> tuple[str, ...]:
         out = out[len(lead) :]
 
 
-def complete_question(words: list[str], seed: int = 0) -> bool:
+def complete_question(words: list[str], seed: int = 0,
+                      heard_as: dict[str, str] | None = None) -> bool:  # fmt: skip
     """True when ``words`` (normalized) ask a whole question of the domain: their
     :func:`question_core` is that of a complete training question ("hey thanks" asks what
     "thanks" asks, though the corpus may go on with "a lot"). Built from the train split
-    only, so held-out phrasings add nothing; a lone lead word ("hey") is never complete."""
+    only, so held-out phrasings add nothing; a lone lead word ("hey") is never complete.
+    ``heard_as`` reads a last word as another (``{"thank": "thanks"}``: a user who stops
+    after "thank" has thanked, and on unseen voices a final "thanks" is often heard so)."""
     core = question_core(words)
+    if heard_as and core and core[-1] in heard_as:
+        core = core[:-1] + (heard_as[core[-1]],)
     return bool(core) and core not in _LEADS and core in _complete_cores(seed)
 
 

@@ -371,8 +371,17 @@ def probe_states(enc: Encoder, items: list[dict[str, Any]], warm: np.ndarray | N
     return [(got[i, 0], got.get((i, 1))) for i in range(len(items))]
 
 
+def heard_as(args: argparse.Namespace) -> dict[str, str]:
+    """``--heard-as a=b,c=d`` as a dict (empty when the option is absent)."""
+    spec = getattr(args, "heard_as", "") or ""
+    pairs = [p.split("=") for p in spec.split(",") if p]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        raise SystemExit(f"--heard-as wants word=word[,word=word]: {spec!r}")
+    return dict((a, b) for a, b in pairs)
+
+
 def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = "complete",
-               ) -> np.ndarray:  # fmt: skip
+               heard_as: dict[str, str] | None = None) -> np.ndarray:  # fmt: skip
     """End-of-turn label per heard piece ``ids`` of the question ``text``.
 
     ``last``: 1 at the last piece of a complete question, else 0. ``complete`` also marks
@@ -385,7 +394,8 @@ def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = 
     ``--eot-teacher`` overrides it), every piece after which the words heard so far ask a
     whole question of the domain though the question goes on (``domain.complete_question``:
     "hey thanks" of "hey thanks a lot", "how are you" of "how are you doing"): no text tells
-    those apart either, and real users stop there."""
+    those apart either, and real users stop there. ``heard_as`` goes to ``complete_question``
+    (``--heard-as thank=thanks``: a sure end after the "thank" of "thank you" too)."""
     n = len(ids)
     lab = np.zeros(n, np.float32)
     if not complete or n == 0:
@@ -403,7 +413,7 @@ def eot_labels(tok: Tokenizer, ids: Any, text: str, complete: bool, mode: str = 
             continue
         if len(got) >= max(core, 1):
             lab[i] = 1.0
-        elif mode == "prefix" and complete_question(got):
+        elif mode == "prefix" and complete_question(got, heard_as=heard_as):
             lab[i] = SURE
     return lab
 
@@ -628,7 +638,7 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
     for k, r in enumerate(rows):
         it = items[k % len(items)]
         r["eot"] = eot_labels(tok, r["probs"].argmax(-1) if r["n_q"] else [], it["text"],
-                              r["complete"], args.eot_label)  # fmt: skip
+                              r["complete"], args.eot_label, heard_as(args))  # fmt: skip
         if holds_break_pause(it, args.break_pauses):
             r["eot"] = break_pause_labels(r["eot"], r["frames"], it["pause"][1])
         if getattr(args, "sure_end", False) and r["complete"] and len(r["eot"]) and r["eot"][-1] == 1.0:
@@ -755,7 +765,8 @@ def train_lm(args: argparse.Namespace) -> None:
                 q = tok.encode(normalize(e.question))[:48]
                 r = lm_sequence(tok, (np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)), e.answer,
                                 e.skill != "incomplete")  # fmt: skip
-                lab = eot_labels(tok, q, normalize(e.question), r["complete"], args.eot_label)
+                lab = eot_labels(tok, q, normalize(e.question), r["complete"], args.eot_label,
+                                 heard_as(args))  # fmt: skip
                 r = dict(r, ids=q, n_q=len(q), eot=lab)
                 text_rows.append(r if pid is None else pause_rows(r, {}, pid, args.pause_lookahead_ms)[0])
     log(f"lm rows: {len(rows)} speech + {len(text_rows)} text (mix {args.text_mix}), "
@@ -1107,6 +1118,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="stage 3: end-of-turn positives at the last piece only, also "
                          "wherever only fillers are left, or also wherever the words so far "
                          "ask a whole question (eot_labels)")  # fmt: skip
+    ap.add_argument("--heard-as", default="",
+                    help="stage 3, --eot-label prefix: read a last heard word as another for "
+                         "the sure ends, e.g. thank=thanks (domain.complete_question)")
     ap.add_argument("--pause-token", default=None,
                     help="stage 3: read the end-of-turn head on this special token, a step the "
                          "run time adds when the user is silent (pause_rows; e.g. <reserved_0>)")

@@ -6,6 +6,7 @@ in seconds and never needs a trained bundle.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from models import domain  # noqa: E402
 from models.bundle import BundleError  # noqa: E402
 from models.fused import LOOK_FULL_MS, FusedModel, FusedState, look_ms, look_tail  # noqa: E402
 from models.tokenizer import train_bpe  # noqa: E402
@@ -34,6 +36,7 @@ from models.training.train_fused import (  # noqa: E402
     confuse_row,
     encoder_run,
     eot_labels,
+    heard_as,
     lm_sequence,
     make_lm_batch,
     pause_rows,
@@ -203,6 +206,26 @@ def test_prefix_labels_mark_a_whole_question_that_goes_on_as_sure() -> None:
     t2 = "hey what is one times zero please"
     got = eot_labels(tok, tok.encode(t2), t2, True, "prefix").tolist()
     assert got == eot_labels(tok, tok.encode(t2), t2, True).tolist() == [0, 0, 0, 0, 0, 1, 1]
+
+
+def test_heard_as_makes_the_thank_of_thank_you_a_sure_end() -> None:
+    tok = train_bpe(["hey thank you very much", "hey thanks a lot"] * 3, 400)
+    text = "hey thank you very much"
+    ids = tok.encode(text)
+    assert [tok.decode([i]) for i in ids] == ["hey", " thank", " you", " very", " much"]
+    # "thank" alone asks nothing: only "thank you" is a whole question
+    assert eot_labels(tok, ids, text, True, "prefix").tolist() == [0, 0, SURE, 0, 1]
+    thank = {"thank": "thanks"}
+    assert eot_labels(tok, ids, text, True, "prefix", thank).tolist() == [0, SURE, SURE, 0, 1]
+    # only the last word is read so, and only for the prefix labels
+    assert eot_labels(tok, ids, text, True, "complete", thank).tolist() == [0, 0, 0, 0, 1]
+    assert not domain.complete_question(["thank", "very"], heard_as=thank)
+    assert domain.complete_question(["please", "thank"], heard_as=thank)
+    assert heard_as(argparse.Namespace(heard_as="thank=thanks,bye=goodbye")) == {
+        "thank": "thanks", "bye": "goodbye"}  # fmt: skip
+    assert heard_as(argparse.Namespace()) == {}
+    with pytest.raises(SystemExit, match="word=word"):
+        heard_as(argparse.Namespace(heard_as="thank"))
 
 
 def test_eot_labels_reach_the_batch_through_augmentation() -> None:
