@@ -546,9 +546,18 @@ def augment_row(r: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     return dict(r, probs=probs, hid=hid, n_q=int(keep.sum()), frames=r["frames"][keep], eot=eot)
 
 
+def _cut_row(r: dict[str, Any], k: int, pause_id: int, label: float) -> dict[str, Any]:
+    """The first ``k`` heard pieces of a speech row, then a pause step labelled ``label``: no
+    answer, and its pieces are not labelled again."""
+    return dict(r, probs=r["probs"][:k], hid=r["hid"][:k], n_q=k, frames=r["frames"][:k],
+                eot=np.full(k, -1.0, np.float32), tail=[], complete=False, pause=pause_id,
+                pause_eot=label)  # fmt: skip
+
+
 def pause_rows(r: dict[str, Any], it: dict[str, Any], pause_id: int, look_ms: float,
                frame_samples: int = 640,
-               probe: tuple[np.ndarray, np.ndarray | None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+               probe: tuple[np.ndarray, np.ndarray | None] | None = None,
+               prefixes: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """The pause steps of one labelled speech row (its ``"eot"`` set), as the run time reads them.
 
     The server reads the end-of-turn head on a ``<pause>`` step after the pieces heard so
@@ -559,7 +568,12 @@ def pause_rows(r: dict[str, Any], it: dict[str, Any], pause_id: int, look_ms: fl
     heard; never past the pause's end), then the pause step, labelled as the last of them
     ("what is seven plus" 0, "what is one times zero" before "please" 1). The truncated row
     has no answer and its pieces are not labelled again. With ``probe`` (:func:`probe_states`)
-    each pause step also gets the encoder state the run time's probe hears there."""
+    each pause step also gets the encoder state the run time's probe hears there.
+
+    With ``prefixes`` every sure end before the last piece (:data:`SURE`, the prefix labels:
+    "hey thanks" of "hey thanks a lot") also gives a truncated row, its pause step sure: what
+    the run time reads when a user stops there. Without them that pause step is only trained
+    where the corpus happens to pause, so a final "thanks" heard as " thank" stayed unsure."""
     out = [dict(r, pause=pause_id, pause_eot=1.0 if r["complete"] else 0.0)]
     if probe is not None:
         out[0]["pause_hid"] = probe[0]
@@ -568,11 +582,12 @@ def pause_rows(r: dict[str, Any], it: dict[str, Any], pause_id: int, look_ms: fl
         cut = min(p0 + look_ms * 16, p1)  # samples at 16 kHz
         k = int(((np.asarray(r["frames"]) + 1) * frame_samples <= cut).sum())
         if k:
-            out.append(dict(r, probs=r["probs"][:k], hid=r["hid"][:k], n_q=k, frames=r["frames"][:k],
-                            eot=np.full(k, -1.0, np.float32), tail=[], complete=False,
-                            pause=pause_id, pause_eot=max(0.0, float(r["eot"][k - 1]))))  # fmt: skip
+            out.append(_cut_row(r, k, pause_id, max(0.0, float(r["eot"][k - 1]))))
             if probe is not None and probe[1] is not None:
                 out[-1]["pause_hid"] = probe[1]
+    if prefixes and r["complete"] and r["n_q"] > 1:
+        for k in np.flatnonzero(np.asarray(r["eot"][: r["n_q"] - 1]) == SURE) + 1:
+            out.append(_cut_row(r, int(k), pause_id, SURE))
     return out
 
 
@@ -656,7 +671,8 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
                 save_atomic(probes, pcache)
         rows = [p for k, r in enumerate(rows)
                 for p in pause_rows(r, items[k % len(items)], pid, args.pause_lookahead_ms,
-                                    probe=probes[k % len(items)])
+                                    probe=probes[k % len(items)],
+                                    prefixes=getattr(args, "prefix_pauses", False))
                 if truncated or p["tail"]]  # fmt: skip
     return rows
 
@@ -1121,6 +1137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--heard-as", default="",
                     help="stage 3, --eot-label prefix: read a last heard word as another for "
                          "the sure ends, e.g. thank=thanks (domain.complete_question)")
+    ap.add_argument("--prefix-pauses", action="store_true",
+                    help="stage 3, with --pause-token and --eot-label prefix: a sure pause step "
+                         "after every sure end before the last piece (pause_rows)")
     ap.add_argument("--pause-token", default=None,
                     help="stage 3: read the end-of-turn head on this special token, a step the "
                          "run time adds when the user is silent (pause_rows; e.g. <reserved_0>)")

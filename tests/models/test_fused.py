@@ -30,6 +30,7 @@ from models.training.fused import (  # noqa: E402
 )
 from models.training.lm import LMConfig  # noqa: E402
 from models.training.train_fused import (  # noqa: E402
+    HOLD,
     SURE,
     WARMUP,
     augment_row,
@@ -307,6 +308,27 @@ def test_pause_rows_put_a_labelled_pause_step_where_the_run_time_reads_the_head(
     # no pause inside, or one before any piece: the full row only
     assert len(pause_rows(row, {"pause": None}, pid, 400.0)) == 1
     assert len(pause_rows(row, {"pause": (100, 600)}, pid, 0.0)) == 1
+
+
+def test_prefix_pauses_add_a_sure_pause_step_where_a_whole_question_goes_on() -> None:
+    tok = train_bpe(["hey thank you very much", "hey thanks a lot"] * 3, 400)
+    text = "hey thank you very much"
+    ids = tok.encode(text)
+    n, v, pid = len(ids), tok.vocab_size, tok.special("<reserved_0>")
+    row = lm_sequence(tok, (np.eye(v, dtype=np.float16)[ids], np.zeros((n, 8), np.float16),
+                            np.arange(10, 10 + 4 * n, 4)), "You are welcome.", True)  # fmt: skip
+    row["eot"] = eot_labels(tok, ids, text, True, "prefix", {"thank": "thanks"})  # sure after 2, 3
+    assert len(pause_rows(row, {"pause": None}, pid, 400.0)) == 1  # off: the full row only
+    full, *cuts = pause_rows(row, {"pause": None}, pid, 400.0, prefixes=True)
+    assert full["tail"] == row["tail"] and [c["n_q"] for c in cuts] == [2, 3]  # "hey thank", "hey thank you"
+    assert all(c["pause_eot"] == SURE and c["tail"] == [] for c in cuts)
+    _, _, tgt, eot = make_lm_batch([full, *cuts], v, 8)
+    nh = len(row["head"])
+    assert eot[1, nh + 2] == SURE and (eot[1, nh : nh + 2] == -1).all() and (tgt[1:] == -100).all()
+    # an incomplete question, or a break-style pause held there (HOLD), adds none
+    assert len(pause_rows(dict(row, complete=False), {"pause": None}, pid, 400.0, prefixes=True)) == 1
+    held = dict(row, eot=np.where(np.arange(n) == 1, HOLD, row["eot"]).astype(np.float32))
+    assert [c["n_q"] for c in pause_rows(held, {"pause": None}, pid, 400.0, prefixes=True)[1:]] == [3]
 
 
 def test_pause_rows_can_give_the_pause_step_the_probe_state() -> None:
