@@ -53,7 +53,7 @@ test: sysdeps venv-dev
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
-# Retrain bundles/fused from scratch on this CPU (about 8 h 35 min, resumable; docs/fused.md).
+# Retrain bundles/fused from scratch on this CPU (about 9 h, resumable; docs/fused.md).
 fused-model: sysdeps venv-dev
 	$(PY) -m models.build --quiet
 	PY=$(PY) sh models/training/rebuild_fused.sh
