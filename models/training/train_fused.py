@@ -745,8 +745,17 @@ def stage3_forward(model: FusedLM, probs: torch.Tensor, enc: torch.Tensor, tgt: 
     return l_text, eot_logit
 
 
+def check_lm_options(args: argparse.Namespace) -> None:
+    """Refuse stage-3 options that another option must enable, rather than ignore them."""
+    if getattr(args, "prefix_pauses", False) and not (args.pause_token and args.eot_label == "prefix"):
+        raise SystemExit("--prefix-pauses needs --pause-token and --eot-label prefix")
+    if heard_as(args) and args.eot_label != "prefix":
+        raise SystemExit("--heard-as needs --eot-label prefix")
+
+
 def train_lm(args: argparse.Namespace) -> None:
     stage = "lm"
+    check_lm_options(args)
     torch.manual_seed(args.seed)
     enc, cfg = load_encoder()
     enc_tok = torch.load(RUNS / "encoder_final.pt", weights_only=False)["tokenizer"]

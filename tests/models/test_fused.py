@@ -34,6 +34,7 @@ from models.training.train_fused import (  # noqa: E402
     SURE,
     WARMUP,
     augment_row,
+    check_lm_options,
     confuse_row,
     encoder_run,
     eot_labels,
@@ -227,6 +228,14 @@ def test_heard_as_makes_the_thank_of_thank_you_a_sure_end() -> None:
     assert heard_as(argparse.Namespace()) == {}
     with pytest.raises(SystemExit, match="word=word"):
         heard_as(argparse.Namespace(heard_as="thank"))
+    # options that would do nothing are refused
+    ok = {"pause_token": "<reserved_0>", "eot_label": "prefix", "heard_as": "thank=thanks"}
+    check_lm_options(argparse.Namespace(prefix_pauses=True, **ok))
+    for bad in ({"eot_label": "complete"}, {"pause_token": None}):
+        with pytest.raises(SystemExit):
+            check_lm_options(argparse.Namespace(**{**ok, "prefix_pauses": True, "heard_as": "", **bad}))
+    with pytest.raises(SystemExit, match="--heard-as needs"):
+        check_lm_options(argparse.Namespace(**{**ok, "eot_label": "complete"}))
 
 
 def test_eot_labels_reach_the_batch_through_augmentation() -> None:
