@@ -650,10 +650,11 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
                 rows.append(lm_sequence(tok, st, it["answer"], it["skill"] != "incomplete"))
         save_atomic(rows, cache)
     # labels are computed here, not cached: rows are copy-major over ``items``
+    read_as = heard_as(args)
     for k, r in enumerate(rows):
         it = items[k % len(items)]
         r["eot"] = eot_labels(tok, r["probs"].argmax(-1) if r["n_q"] else [], it["text"],
-                              r["complete"], args.eot_label, heard_as(args))  # fmt: skip
+                              r["complete"], args.eot_label, read_as)  # fmt: skip
         if holds_break_pause(it, args.break_pauses):
             r["eot"] = break_pause_labels(r["eot"], r["frames"], it["pause"][1])
         if getattr(args, "sure_end", False) and r["complete"] and len(r["eot"]) and r["eot"][-1] == 1.0:
@@ -669,10 +670,10 @@ def build_lm_rows(args: argparse.Namespace, tok: Tokenizer, enc: Encoder, items:
             else:
                 probes = probe_states(enc, items, warm, args.pause_lookahead_ms, args.seed)
                 save_atomic(probes, pcache)
+        prefixes = getattr(args, "prefix_pauses", False)
         rows = [p for k, r in enumerate(rows)
                 for p in pause_rows(r, items[k % len(items)], pid, args.pause_lookahead_ms,
-                                    probe=probes[k % len(items)],
-                                    prefixes=getattr(args, "prefix_pauses", False))
+                                    probe=probes[k % len(items)], prefixes=prefixes)
                 if truncated or p["tail"]]  # fmt: skip
     return rows
 
@@ -784,14 +785,14 @@ def train_lm(args: argparse.Namespace) -> None:
     text_rows = []
     pid = tok.special(args.pause_token) if args.pause_token else None
     if args.text_mix > 0:
+        read_as = heard_as(args)
         corpus = generate_corpus(args.seed)
         for e in corpus + bare_social_forms(corpus):
             if e.split == "train":
                 q = tok.encode(normalize(e.question))[:48]
                 r = lm_sequence(tok, (np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)), e.answer,
                                 e.skill != "incomplete")  # fmt: skip
-                lab = eot_labels(tok, q, normalize(e.question), r["complete"], args.eot_label,
-                                 heard_as(args))  # fmt: skip
+                lab = eot_labels(tok, q, normalize(e.question), r["complete"], args.eot_label, read_as)
                 r = dict(r, ids=q, n_q=len(q), eot=lab)
                 text_rows.append(r if pid is None else pause_rows(r, {}, pid, args.pause_lookahead_ms)[0])
     log(f"lm rows: {len(rows)} speech + {len(text_rows)} text (mix {args.text_mix}), "
