@@ -94,8 +94,11 @@ def shift_item(it: dict[str, Any], k: int) -> dict[str, Any]:
         raise ValueError(f"shift {k} must be in (0, min(2400, speech start {it['start']}))")
     out = dict(it, pcm=it["pcm"][k:], start=it["start"] - k, end=it["end"] - k)
     out.pop("mel", None)
-    if it.get("pause") is not None:
-        out["pause"] = (it["pause"][0] - k, it["pause"][1] - k)
+    for key in ("pause", "pause_dbfs"):
+        if it.get(key) is not None:
+            out[key] = (it[key][0] - k, it[key][1] - k)
+    if it.get("end_dbfs") is not None:
+        out["end_dbfs"] = it["end_dbfs"] - k
     return out
 
 
@@ -121,7 +124,28 @@ def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
             f"{s['within200_bare']:.3f}; pauses before fillers only (the same audio up to the "
             f"pause on the split set): fired in {s['pause_fire_before_fillers']:.3f}",
             f"- incomplete questions (n={n_inc}): left to the 1.5 s fallback "
-            f"{1 - s['incomplete_fire']:.3f}"]  # fmt: skip
+            f"{1 - s['incomplete_fire']:.3f}"] + dbfs_lines(traces, (thr, sil, late, low))  # fmt: skip
+
+
+def dbfs_lines(traces: list[Any], rule: tuple[Any, ...]) -> list[str]:
+    """The same rule scored against ../LATENCY.md's ground truth (``eot_tune.by_dbfs``), all
+    items and by level; nothing for a cache built before it carried that ground truth."""
+    from models.training.eot_tune import by_dbfs, score
+
+    if any(t.item.get("end_dbfs") is None for t in traces):
+        return ["- (no -40 dBFS ground truth in this speech cache: rebuild it to score by LATENCY.md)"]
+    out = ["- by LATENCY.md's ground truth (the last 10 ms window above -40 dBFS of the clean "
+           "source; the figures above use the synthesized segments' ends, reverb tails included):"]
+    bands = (("all", -99.0, 99.0), ("loudest 10 ms of the speech under -25 dBFS", -99.0, -25.0),
+             ("-25 to -18 dBFS", -25.0, -18.0), ("-18 dBFS and up", -18.0, 99.0))
+    for name, lo, hi in bands:
+        sub = [t for t in traces if lo <= t.item.get("peak_dbfs", 0.0) < hi]
+        if sub:
+            s = score(by_dbfs(sub), *rule)
+            out.append(f"  - {name} (n={s['n']}): within 200 ms {s['within200']:.3f} (of the "
+                       f"question {s['within200_question']:.3f}), before the end {s['early']:.3f}, "
+                       f"delay p50 {s['p50']:.0f} p95 {s['p95']:.0f} ms")  # fmt: skip
+    return out
 
 
 def eval_text(

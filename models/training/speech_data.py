@@ -280,6 +280,11 @@ class Utterance:
     pause: tuple[int, int] | None  # (start, end) samples of the inserted pause
     pause_word: int | None = None  # the pause comes before this word of ``text``
     pause_break: bool = False  # the pause is an SSML break inside one synthesis (non-final pitch)
+    #: speech end and pause by ../LATENCY.md's ground truth (-40 dBFS 10 ms windows of the
+    #: clean source), and the speech's loudest 10 ms window, dBFS (``contract_bounds``)
+    end_dbfs: int | None = None
+    pause_dbfs: tuple[int, int] | None = None
+    peak_dbfs: float | None = None
 
 
 def split_at_break(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,6 +296,30 @@ def split_at_break(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise RuntimeError("no break found in the synthesis")
     k = int(np.argmax(ends - starts))
     return _trim(a[: starts[k] * _WIN]), _trim(a[ends[k] * _WIN :])
+
+
+def contract_bounds(clean: np.ndarray, start: int, end: int, pause: tuple[int, int] | None
+                    ) -> tuple[int, tuple[int, int] | None, float]:  # fmt: skip
+    """The speech end and the pause as ../LATENCY.md defines ground truth: the last (first)
+    10 ms window above -40 dBFS of the clean source, searched within the labelled segments
+    (a segment with no such window keeps its label); and the loudest 10 ms window of the
+    speech in dBFS. The labels (``start``, ``end``, ``pause``) are the synthesized segments'
+    bounds, reverb tails included."""
+    from clients.groundtruth import speech_bounds
+
+    peak = float(20 * np.log10(_window_rms(clean[start:end]).max(initial=1e-10)))
+
+    def bound(a: int, b: int, last: bool, default: int) -> int:
+        try:
+            s, e = speech_bounds(clean[a:b], SAMPLE_RATE)
+        except ValueError:
+            return default
+        return a + (e if last else s)
+
+    if pause is None:
+        return bound(start, end, True, end), None, peak
+    return (bound(pause[1], end, True, end),
+            (bound(start, pause[0], True, pause[0]), bound(pause[1], end, False, pause[1])), peak)
 
 
 def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: float,
@@ -347,7 +376,7 @@ def make_utterance(ex: Example, voice: Voice, rng: random.Random, pause_prob: fl
     noise *= sig_rms / (float(np.sqrt(np.mean(noise**2))) + 1e-9) * 10 ** (-snr / 20)
     pcm = np.clip(clean + noise, -1, 1).astype(np.float32)
     return Utterance(text, ex.answer, ex.skill, voice.name, voice.group, pcm, lead, end, pause,
-                     pause_at, pause_break)  # fmt: skip
+                     pause_at, pause_break, *contract_bounds(clean, lead, end, pause))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- item plan
@@ -427,6 +456,7 @@ def _work(args: tuple[Example, Voice, int, float, bool, str]) -> dict[str, Any]:
         "text": u.text, "answer": u.answer, "skill": u.skill, "voice": u.voice,
         "group": u.group, "start": u.speech_start, "end": u.speech_end,
         "pause": u.pause, "pause_word": u.pause_word, "pause_break": u.pause_break,
+        "end_dbfs": u.end_dbfs, "pause_dbfs": u.pause_dbfs, "peak_dbfs": u.peak_dbfs,
         "mel": _FE.compute(u.pcm).astype(np.float16),
     }  # fmt: skip
     if keep_pcm:

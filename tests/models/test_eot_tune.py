@@ -9,6 +9,7 @@ from models.training.eot_tune import (
     STOP_WINDOWS,
     WIN,
     Trace,
+    by_dbfs,
     fire_window,
     parse_rule,
     score,
@@ -164,3 +165,25 @@ def test_a_rule_set_by_hand_may_fix_the_late_tier_too() -> None:
     for bad in ("0.95", "0.95,96,0.3", "x,96", "0.95,0", "0.95,96,1.5,768"):
         with pytest.raises(SystemExit, match="--rule"):
             parse_rule(bad)
+
+
+def test_by_dbfs_scores_against_the_latency_contract_end() -> None:
+    n = 60
+    vad = np.array([0.05] * 5 + [0.9] * 20 + [0.05] * 35)
+    head = np.zeros(n)
+    head[27:] = 0.95  # the rule (0.9, 2) fires at window 27
+    ends = np.arange(1, n + 1) * WIN
+    # the synthesis label puts the end after the fire (a reverb tail); -40 dBFS ends it before
+    item = {"skill": "addition", "pause": None, "end": int(ends[30]), "end_dbfs": int(ends[24]),
+            "pause_dbfs": None}  # fmt: skip
+    tr = Trace(item, ends, vad, head, np.zeros(n, int))
+    assert score([tr], 0.9, 2)["early"] == 1.0
+    s = score(by_dbfs([tr]), 0.9, 2)
+    assert s["early"] == 0.0 and s["p50"] == pytest.approx((ends[27] - ends[24]) / 16)
+    assert tr.item["end"] == int(ends[30])  # the trace itself is left alone
+    paused = Trace(dict(item, pause=(int(ends[28]), int(ends[29])), pause_dbfs=(int(ends[26]), int(ends[29]))),
+                   ends, vad, head, np.zeros(n, int))  # fmt: skip
+    assert score([paused], 0.9, 2)["pause_fire"] == 0.0
+    assert score(by_dbfs([paused]), 0.9, 2)["pause_fire"] == 1.0
+    with pytest.raises(ValueError, match="dBFS"):
+        by_dbfs([Trace({"end": 1, "pause": None}, ends, vad, head, np.zeros(n, int))])

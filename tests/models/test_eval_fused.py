@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.training.eval_fused import shift_item
+from models.training.eot_tune import WIN, Trace
+from models.training.eval_fused import dbfs_lines, shift_item
 
 
 def test_shift_item_moves_every_position_with_the_audio() -> None:
@@ -17,8 +18,25 @@ def test_shift_item_moves_every_position_with_the_audio() -> None:
     assert (s["start"], s["end"], s["pause"]) == (2840, 29840, (11840, 17840))
     assert s["pcm"][s["end"]] == pcm[it["end"]] and s["pcm"][s["pause"][0]] == pcm[12000]
     assert shift_item(dict(it, pause=None), 480)["pause"] is None
+    c = shift_item(dict(it, end_dbfs=29000, pause_dbfs=(11000, 18500)), 160)
+    assert (c["end_dbfs"], c["pause_dbfs"]) == (28840, (10840, 18340))
     assert shift_item(it, 0) is it
     with pytest.raises(ValueError):
         shift_item(it, 2400)  # past the speech start of some items: not a phase any more
     with pytest.raises(ValueError):
         shift_item(dict(it, start=100), 160)
+
+
+def test_the_report_scores_the_rule_by_the_latency_contract_per_level_band() -> None:
+    n = 60
+    vad = np.array([0.05] * 5 + [0.9] * 20 + [0.05] * 35)
+    head = np.where(np.arange(n) >= 27, 0.99, 0.0)  # the rule (0.9, 2) fires at window 27
+    ends = np.arange(1, n + 1) * WIN
+    item = {"skill": "addition", "pause": None, "pause_dbfs": None, "end": int(ends[30])}
+    loud = Trace(dict(item, end_dbfs=int(ends[24]), peak_dbfs=-12.0), ends, vad, head, np.zeros(n, int))
+    quiet = Trace(dict(item, end_dbfs=int(ends[10]), peak_dbfs=-30.0), ends, vad, head, np.zeros(n, int))
+    lines = dbfs_lines([loud, quiet], (0.9, 2, None, None))
+    assert "all (n=2): within 200 ms 0.500" in lines[1]
+    assert "under -25 dBFS (n=1): within 200 ms 0.000" in lines[2]  # 544 ms after the -40 dBFS end
+    assert "-18 dBFS and up (n=1): within 200 ms 1.000" in lines[3] and len(lines) == 4
+    assert "rebuild" in dbfs_lines([Trace(item, ends, vad, head, np.zeros(n, int))], (0.9, 2, None, None))[0]

@@ -130,3 +130,30 @@ def test_wide_and_accent_caches_extend_from_an_offset(monkeypatch, tmp_path, spl
     # a shorter plan is a prefix of a longer one, so a cache and its extension hold what one
     # whole cache would
     assert sd.item_plan(0, 200, split)[:60] == sd.item_plan(0, 60, split)
+
+
+def test_contract_bounds_end_speech_at_the_last_window_above_minus_40_dbfs():
+    # 0.2 s lead, 0.5 s of speech at -20 dBFS, then a 0.2 s reverb-like tail at -50 dBFS
+    sr, lead = sd.SAMPLE_RATE, 3200
+    loud = np.full(8000, 0.1, np.float32) * np.sign(np.sin(np.arange(8000)))
+    tail = np.full(3200, 10 ** (-50 / 20), np.float32)
+    clean = np.concatenate([np.zeros(lead, np.float32), loud, tail, np.zeros(sr // 2, np.float32)])
+    end = lead + len(loud) + len(tail)  # the synthesis label: the segment's end, tail included
+    e, pause, peak = sd.contract_bounds(clean, lead, end, None)
+    assert e == lead + len(loud) and pause is None and peak == pytest.approx(-20, abs=0.1)
+    # a pause: its start is where the first half's loud part ends, its end where the second begins
+    gap = np.zeros(6400, np.float32)
+    two = np.concatenate([np.zeros(lead, np.float32), loud, tail, gap, tail, loud, np.zeros(sr // 2, np.float32)])
+    p0 = lead + len(loud) + len(tail)
+    p1 = p0 + len(gap)
+    e, pause, _ = sd.contract_bounds(two, lead, p1 + len(tail) + len(loud), (p0, p1))
+    assert pause == (lead + len(loud), p1 + len(tail)) and e == p1 + len(tail) + len(loud)
+    # a segment with nothing above -40 dBFS keeps its label
+    assert sd.contract_bounds(clean * 1e-3, lead, end, None)[0] == end
+
+
+def test_an_utterance_carries_the_latency_contract_ground_truth():
+    ex, voice, s = sd.item_plan(0, 40, "eval")[0]
+    u = sd.make_utterance(ex, voice, random.Random(s), 0.0)
+    assert u.speech_start < u.end_dbfs <= u.speech_end and u.peak_dbfs is not None
+    assert u.peak_dbfs < 0
