@@ -510,9 +510,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-eval", type=int, default=600)
     ap.add_argument("--pause-prob", type=float, default=0.25)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", choices=("train", "eval", "dev", "bare", "wide", "accent"),
+    ap.add_argument("--only", choices=("train", "eval", "dev", "dev-wide", "bare", "wide", "accent"),
                     default=None,
                     help="dev: the training cache's last 200 items (never fitted), with audio; "
+                         "dev-wide: wide-plan items [offset, n-wide) with audio (voices stage 3 "
+                         "never trained on; --offset defaults to n-wide - 400); "
                          "bare: --n-bare social questions said alone; wide: --n-wide training "
                          "questions in more espeak-ng variants and pitch-shifted flite; accent: "
                          "--n-accent training questions in espeak-ng training voices with "
@@ -537,6 +539,14 @@ def main(argv: list[str] | None = None) -> None:
         if not path.exists():
             build_cache(path, args.seed, args.n_train, "train", args.pause_prob, args.workers,
                         start, keep_pcm=True, pause_style=args.pause_style)  # fmt: skip
+        print(path)
+        return
+    if args.only == "dev-wide":  # wide-plan items [offset, n-wide) with PCM: voices no stage 3 heard
+        start = args.offset or args.n_wide - 400
+        path = DATA_DIR / f"speech_devwide_s{args.seed}_n{args.n_wide}_from{start}.npy"
+        if not path.exists():
+            build_cache(path, args.seed, args.n_wide, "wide", args.pause_prob, args.workers, start,
+                        keep_pcm=True)  # fmt: skip
         print(path)
         return
     if args.only == "bare":

@@ -132,6 +132,18 @@ def test_wide_and_accent_caches_extend_from_an_offset(monkeypatch, tmp_path, spl
     assert sd.item_plan(0, 200, split)[:60] == sd.item_plan(0, 60, split)
 
 
+def test_the_wide_dev_set_takes_wide_items_past_the_training_cache_with_audio(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(sd, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(sd.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(sd, "build_cache", lambda path, seed, n, s, p, w, offset=0, **kw:
+                        calls.append((path.name, n, s, offset, kw.get("keep_pcm"))))  # fmt: skip
+    sd.main(["--only", "dev-wide", "--n-wide", "24800", "--offset", "24000"])
+    sd.main(["--only", "dev-wide", "--n-wide", "24400"])
+    assert calls == [("speech_devwide_s0_n24800_from24000.npy", 24800, "wide", 24000, True),
+                     ("speech_devwide_s0_n24400_from24000.npy", 24400, "wide", 24000, True)]  # fmt: skip
+
+
 def test_contract_bounds_end_speech_at_the_last_window_above_minus_40_dbfs():
     # 0.2 s lead, 0.5 s of speech at -20 dBFS, then a 0.2 s reverb-like tail at -50 dBFS
     sr, lead = sd.SAMPLE_RATE, 3200
