@@ -527,6 +527,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"{ref_s['within200']:.3f} -> {best_w:.3f}). Eval with it: {fmt(le_low)}."]  # fmt: skip
     else:
         lines.append("Low-SNR confirm: none answered more dev questions within 200 ms within the limits.")
+    final = (thr, sil, late, low_snr)
+    for name, trs in (("Dev", dtr), ("Eval", etr)):
+        if all(t.item.get("end_dbfs") is not None for t in trs):
+            lines.append(f"{name} with the whole rule, by LATENCY.md's -40 dBFS speech end (by_dbfs): "
+                         f"{fmt(score(by_dbfs(trs), *final))}.")  # fmt: skip
     if not args.no_answers:
         a_fire = answers_at_fire(fm, vad, ev, tail, thr, sil, gate, late, depth, low_snr)
         a_end = answers_at_fire(fm, vad, ev, 0.0, 2.0, 1)  # never fires: the whole utterance
