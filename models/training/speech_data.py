@@ -189,14 +189,17 @@ def synth(voice: Voice, text: str, rng: random.Random,
         from piper import PiperVoice
         from piper.config import SynthesisConfig
 
+        from models.training.piper_z import SeededPiperSession
         from models.tts import joe_voice_path
 
         if _JOE is None:
             _JOE = PiperVoice.load(joe_voice_path())
+            _JOE.session = SeededPiperSession(joe_voice_path())  # the noise from the item's rng
         cfg = SynthesisConfig(
             length_scale=rng.uniform(0.8, 1.3), noise_scale=rng.uniform(0.3, 0.9),
             noise_w_scale=rng.uniform(0.4, 1.1),
         )  # fmt: skip
+        _JOE.session.seed(rng.getrandbits(32))
         parts = [np.asarray(_JOE.phoneme_ids_to_audio(_JOE.phonemes_to_ids(p), cfg), np.float32)
                  for p in _JOE.phonemize(text) if p]  # fmt: skip
         a = np.concatenate(parts)

@@ -169,3 +169,12 @@ def test_an_utterance_carries_the_latency_contract_ground_truth():
     u = sd.make_utterance(ex, voice, random.Random(s), 0.0)
     assert u.speech_start < u.end_dbfs <= u.speech_end and u.peak_dbfs is not None
     assert u.peak_dbfs < 0
+
+
+def test_a_joe_utterance_is_the_same_each_time_it_is_made():
+    pytest.importorskip("piper")
+    ex, voice, s = next(p for p in sd.item_plan(0, 400, "train") if p[1].engine == "joe")
+    a = sd.make_utterance(ex, voice, random.Random(s), 0.0)
+    sd.make_utterance(ex, voice, random.Random(s + 1), 0.0)  # the session serves another call between
+    b = sd.make_utterance(ex, voice, random.Random(s), 0.0)
+    np.testing.assert_array_equal(a.pcm, b.pcm)
