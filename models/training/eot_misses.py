@@ -33,6 +33,7 @@ from models.fused import DEFAULT_BUNDLE, FusedModel
 from models.training.eot_tune import (
     LowSnr,
     Trace,
+    before_fillers,
     fire_window,
     load_items,
     manifest_rule,
@@ -62,6 +63,22 @@ def classify(tr: Trace, threshold: float, min_silence: int, within_ms: float = 2
     if not span.any() or float(tr.head[span].max()) < threshold:
         return "unsure"
     return "other"
+
+
+def early_where(tr: Trace, threshold: float, min_silence: int, low_snr: LowSnr | None = None
+                ) -> tuple[float, str] | None:  # fmt: skip
+    """For a fire before the speech end: how long before it (ms) and where: ``pause before
+    fillers`` (the question was complete when it began), ``pause`` (more words to come) or
+    ``gap`` (outside the labelled pause: a short gap, or a reverb tail); None otherwise."""
+    k = fire_window(tr, threshold, min_silence, None, low_snr)
+    end = int(tr.item["end"])
+    if k is None or tr.ends[k] >= end:
+        return None
+    fire, pause = int(tr.ends[k]), tr.item.get("pause")
+    where = "gap"
+    if pause is not None and pause[0] <= fire < pause[1]:
+        where = "pause before fillers" if before_fillers(tr.item) else "pause"
+    return (end - fire) / 16.0, where
 
 
 def snr_db(it: dict[str, Any]) -> float:
@@ -139,6 +156,13 @@ def main(argv: list[str] | None = None) -> None:
                   f"{np.percentile(heads, 10):.2f}, p50 {np.percentile(heads, 50):.2f}, p90 "
                   f"{np.percentile(heads, 90):.2f}.", ""]  # fmt: skip
         lines += [f"- {r[3]:.2f} `{r[2]['text']}` ({r[2]['group']})" for r in unsure[:30]]
+    early = sorted((w, tr.item) for tr in traces if tr.item["skill"] != "incomplete"
+                   and (w := early_where(tr, thr, sil, low)) is not None)  # fmt: skip
+    if early:
+        where = Counter(w[1] for w, _ in early)
+        lines += ["", f"Early fires ({len(early)}), by where: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(where.items())) + "; how long before the end:", ""]
+        lines += [f"- {w[0]:.0f} ms, {w[1]}: `{it['text']}` ({it['group']})" for w, it in early]
     write_report(args.report, lines)
 
 

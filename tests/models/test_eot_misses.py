@@ -46,3 +46,21 @@ def test_a_fire_in_a_mid_question_pause_is_early() -> None:
 def test_a_head_sure_only_before_the_pause_is_confirmed_is_other() -> None:
     head = [0.0] * 12 + [0.99] + [0.5] * 59
     assert classify(trace(SPEECH + QUIET, head, 12), 0.97, 3) == "other"
+
+
+def test_early_fires_say_how_long_before_the_end_and_where() -> None:
+    from models.training.eot_misses import early_where
+
+    vad = SPEECH + [0.0] * 10 + SPEECH + QUIET
+    head = [0.0] * 12 + [0.99] * 10 + [0.0] * 12 + [0.99] * 60
+    tr = trace(vad, head, 34)
+    tr.item.update(pause=(12 * WIN, 22 * WIN), text="what is one times zero please", pause_word=5,
+                   skill="multiplication")
+    ms, where = early_where(tr, 0.97, 3)
+    assert where == "pause before fillers" and ms == pytest.approx((34 - 15) * WIN / 16)
+    tr.item.update(pause_word=4)  # "times zero please" still to come
+    assert early_where(tr, 0.97, 3)[1] == "pause"
+    tr.item.update(pause=(16 * WIN, 22 * WIN))  # the labelled pause begins after the fire
+    assert early_where(tr, 0.97, 3)[1] == "gap"
+    on_time = trace(SPEECH + QUIET, [0.0] * 12 + [0.99] * 60, 12)
+    assert early_where(on_time, 0.97, 3) is None
