@@ -298,7 +298,7 @@ def by_dbfs(traces: list[Trace]) -> list[Trace]:
         if it.get("end_dbfs") is None:
             raise ValueError("the speech cache has no -40 dBFS ground truth (end_dbfs): "
                              "rebuild it with models.training.speech_data")  # fmt: skip
-        moved = dict(it, end=it["end_dbfs"], pause=it["pause_dbfs"] if it["pause"] is not None else None)
+        moved = dict(it, end=it["end_dbfs"], pause=it["pause_dbfs"])  # None where no pause
         out.append(dataclasses.replace(tr, item=moved))
     return out
 
