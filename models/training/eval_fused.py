@@ -119,12 +119,20 @@ def server_rule(fm: FusedModel, items: list[dict[str, Any]]) -> list[str]:
             f"lookahead copy, Silero VAD silence >= {sil * 32} ms (level gate {fm.level_gate:g}, "
             f"{fm.level_gate_depth_db:g} dB under the speech; "
             f"late tier: head >= {fm.late_threshold:g} after {fm.late_silence_ms:.0f} ms{low_txt})", "",
-            f"- complete questions (n={s['n']}): {fmt(s)}",
+            f"- complete questions (n={s['n']}): {fmt(s)}", pause_gate_line(s),
             f"- questions that end on their last content word: within 200 ms "
             f"{s['within200_bare']:.3f}; pauses before fillers only (the same audio up to the "
             f"pause on the split set): fired in {s['pause_fire_before_fillers']:.3f}",
             f"- incomplete questions (n={n_inc}): left to the 1.5 s fallback "
             f"{1 - s['incomplete_fire']:.3f}"] + dbfs_lines(traces, (thr, sil, late, low))  # fmt: skip
+
+
+def pause_gate_line(s: dict[str, float]) -> str:
+    """The mid-question pause gate (no fire in >= 95 % of 300-700 ms pauses) by the server
+    rule, read both ways: all pauses, and only those with more than fillers to come."""
+    return (f"- no fire during a 300-700 ms pause (gate >= 0.95): all pauses (n={s['n_pause']:.0f}) "
+            f"{1 - s['pause_fire']:.3f}; pauses with more than fillers to come "
+            f"(n={s['n_pause_inside']:.0f}) {1 - s['pause_fire_inside']:.3f}")
 
 
 def dbfs_lines(traces: list[Any], rule: tuple[Any, ...]) -> list[str]:

@@ -1,12 +1,12 @@
-"""eval_fused's phase shift: an item cut inside its leading silence keeps its labels on the audio."""
+"""eval_fused: the phase shift keeps an item's labels on the audio; the report's gate lines."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.training.eot_tune import WIN, Trace
-from models.training.eval_fused import dbfs_lines, shift_item
+from models.training.eot_tune import WIN, Trace, score
+from models.training.eval_fused import dbfs_lines, pause_gate_line, shift_item
 
 
 def test_shift_item_moves_every_position_with_the_audio() -> None:
@@ -40,3 +40,18 @@ def test_the_report_scores_the_rule_by_the_latency_contract_per_level_band() -> 
     assert "under -25 dBFS (n=1): within 200 ms 0.000" in lines[2]  # 544 ms after the -40 dBFS end
     assert "-18 dBFS and up (n=1): within 200 ms 1.000" in lines[3] and len(lines) == 4
     assert "rebuild" in dbfs_lines([Trace(item, ends, vad, head, np.zeros(n, int))], (0.9, 2, None, None))[0]
+
+
+def test_the_pause_gate_line_reads_the_server_rule_over_all_pauses_and_inside_questions() -> None:
+    n = 60
+    vad = np.array([0.05] * 5 + [0.9] * 10 + [0.05] * 10 + [0.9] * 10 + [0.05] * 25)
+    head = np.where((np.arange(n) >= 17) & (np.arange(n) < 20), 0.99, 0.0)  # fires in the pause
+    ends = np.arange(1, n + 1) * WIN
+    pause = (int(ends[15]), int(ends[24]))
+    item = {"skill": "addition", "pause": pause, "end": int(ends[35]), "pause_word": 4}
+    filler = Trace(dict(item, text="what is one times zero please", pause_word=5), ends, vad, head, np.zeros(n, int))
+    inside = Trace(dict(item, text="what is one times zero"), ends, vad, head, np.zeros(n, int))
+    quiet = Trace(dict(inside.item), ends, vad, np.zeros(n), np.zeros(n, int))
+    line = pause_gate_line(score([filler, inside, quiet], 0.9, 2))
+    # 2 fires in 3 pauses; 1 in the 2 pauses that more than fillers follow
+    assert "all pauses (n=3) 0.333" in line and "fillers to come (n=2) 0.500" in line
