@@ -46,6 +46,7 @@ stamp audio head
 done_ $R/audio_final.pt || $T audio --steps 1500 --threads 1 --runs $R
 # the encoder once more on the unseen speech, then stage 3 again from the first one on the new
 # encoder's rows, with the shipped z24's labels ($R/c holds the model that is exported)
+# (the encoder takes N's caches accented first: the order of the measured run, which sets its batches)
 stamp encoder, second run
 mkdir -p $R/c
 done_ $R/c/encoder_final.pt || $T encoder --preset medium --steps "$ENC2_STEPS" --lr 5e-4 --threads 2 \
