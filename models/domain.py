@@ -152,6 +152,17 @@ def key_word_hit(transcript: str, key_word: str) -> bool:
     return text_success(transcript, key_word)
 
 
+def question_key_words(question: str, answer: str) -> set[str]:
+    """The words of the question that its answer repeats ("capital of italy" -> capital, of,
+    italy; "spell the word happy" -> happy): what a hearing must get right to be answerable."""
+    return set(normalize(question).split()) & set(normalize(answer).split())
+
+
+def key_words_heard(heard: str, question: str, answer: str) -> bool:
+    """True when the heard text holds every key word of the question (order aside)."""
+    return question_key_words(question, answer) <= set(normalize(heard).split())
+
+
 def _last_word(text: str) -> str:
     return normalize(text).split()[-1]
 

@@ -39,6 +39,7 @@ from models.domain import (
     audio_heldout_answers,
     generate_corpus,
     key_word_hit,
+    key_words_heard,
     normalize,
 )
 from models.fused import DEFAULT_BUNDLE, FusedModel, FusedOptions
@@ -75,6 +76,29 @@ def run_item(fm: FusedModel, it: dict[str, Any], threshold: float,
     reply = "".join(pieces)
     return {"reply": reply, "heard": fm.heard_text(st), "fire": fire, "ids": list(st.user_ids),
             "ok": normalize(reply) == normalize(it["answer"]), "head": head}  # fmt: skip
+
+
+def answers_by_hearing_line(heard: list[tuple[str, str, str, bool]]) -> str:
+    """Answers apart by hearing, from (heard, said, answer, answered right) per item: for items
+    whose greedy transcript is the utterance word for word (after normalization) and the rest,
+    then for items whose transcript holds the question's key words (the words its answer
+    repeats, :func:`models.domain.key_words_heard`) and the rest. The first of each pair is
+    what the LM makes of a right hearing, the second how often it recovers from a wrong one."""
+    right = {True: [0, 0], False: [0, 0]}
+    key = {True: [0, 0], False: [0, 0]}
+    for h, said, answer, ok in heard:
+        for tally, hit in ((right, normalize(h) == normalize(said)),
+                           (key, key_words_heard(h, said, answer))):  # fmt: skip
+            tally[hit][0] += ok
+            tally[hit][1] += 1
+
+    def rate(c: list[int]) -> str:
+        return f"{c[0] / max(1, c[1]):.3f} (n={c[1]})"
+
+    n = len(heard)
+    return (f"Answers exact by hearing: heard word for word {rate(right[True])}, misheard "
+            f"{rate(right[False])}; key words heard in {key[True][1] / max(1, n):.3f} of the items, "
+            f"answers with them {rate(key[True])}, without {rate(key[False])}")
 
 
 def write_report(path: Path, lines: list[str]) -> None:
@@ -170,6 +194,7 @@ def eval_text(
            for r in ("fire",)}  # fmt: skip
     examples = []
     sure: dict[bool, list[int]] = {True: [0, 0], False: [0, 0]}  # heard word for word -> [sure, n]
+    heard: list[tuple[str, str, str, bool]] = []  # (heard, said, answer, answered right)
     t_all = time.time()
     from models.training.train_fused import edit_distance
 
@@ -188,6 +213,7 @@ def eval_text(
             examples.append(
                 f"- [{it['group']}] heard `{r['heard']}` for `{it['text']}` -> `{r['reply']}`"
             )
+        heard.append((r["heard"], it["text"], it["answer"], r["ok"]))
         if it["skill"] != "incomplete":
             exact = normalize(r["heard"]) == normalize(it["text"])
             sure[exact][0] += r["head"] >= fm.eot_threshold
@@ -223,6 +249,7 @@ def eval_text(
         lines.append(f"| {k} | {v[1]} | {v[0] / v[1]:.3f} | {v[2] / max(1, v[3]):.3f} |")
     lines.append(f"| **all** | {tot[1]} | **{tot[0] / max(1, tot[1]):.3f}** | "
                  f"**{tot[2] / max(1, tot[3]):.3f}** |")  # fmt: skip
+    lines += ["", answers_by_hearing_line(heard)]
     lines += ["", "| skill | n | exact |", "|---|---|---|"]
     for k, v in sorted(skill.items()):
         lines.append(f"| {k} | {v[1]} | {v[0] / v[1]:.3f} |")

@@ -37,6 +37,7 @@ from models.domain import (
     complete_question,
     core_length,
     generate_corpus,
+    key_words_heard,
     normalize,
 )
 from models.features import N_MELS, LogMel
@@ -167,20 +168,19 @@ def ctc_eval(enc: Encoder, items: list[dict[str, Any]], tok: Tokenizer,
             keep = emissions(logits)
             hyp = top[keep].tolist()
             ref = tok.encode(it["text"])
-            hw, rw = normalize(tok.decode(hyp)).split(), it["text"].split()
-            g = per.setdefault(it["group"], [0, 0, 0, 0, 0])
+            heard = tok.decode(hyp)
+            hw, rw = normalize(heard).split(), it["text"].split()
+            g = per.setdefault(it["group"], [0, 0, 0, 0, 0, 0])
             g[0] += edit_distance(hyp, ref)
             g[1] += len(ref)
             g[2] += edit_distance(hw, rw)
             g[3] += len(rw)
             g[4] += 1
-    out = {k: {"ter": v[0] / v[1], "wer": v[2] / v[3], "n": v[4]} for k, v in sorted(per.items())}
-    tot = [sum(v[i] for v in per.values()) for i in range(4)]
-    out["all"] = {
-        "ter": tot[0] / tot[1],
-        "wer": tot[2] / tot[3],
-        "n": sum(v[4] for v in per.values()),
-    }
+            g[5] += "answer" not in it or key_words_heard(heard, it["text"], it["answer"])
+    out = {k: {"ter": v[0] / v[1], "wer": v[2] / v[3], "n": v[4], "kw": v[5] / v[4]}
+           for k, v in sorted(per.items())}  # fmt: skip
+    tot = [sum(v[i] for v in per.values()) for i in range(6)]
+    out["all"] = {"ter": tot[0] / tot[1], "wer": tot[2] / tot[3], "n": tot[4], "kw": tot[5] / tot[4]}
     enc.train()
     return out
 
@@ -281,16 +281,17 @@ def train_encoder(args: argparse.Namespace) -> None:
                          "cfg": cfg.to_dict()}, last)  # fmt: skip
         if (step + 1) % args.eval_every == 0:
             r = ctc_eval(enc, dev[:100], tok, warm)["all"]
-            log(f"dev (train voices) ter {r['ter']:.3f} wer {r['wer']:.3f}", stage)
+            log(f"dev (train voices) ter {r['ter']:.3f} wer {r['wer']:.3f} key words {r['kw']:.3f}", stage)
     res = ctc_eval(enc, evals, tok, warm)
     resd = ctc_eval(enc, dev, tok, warm)
     for k, v in resd.items():
         log(
-            f"GATE1 dev[train voices] {k:24s} ter {v['ter']:.3f} wer {v['wer']:.3f} n {v['n']}",
+            f"GATE1 dev[train voices] {k:24s} ter {v['ter']:.3f} wer {v['wer']:.3f} key words {v['kw']:.3f} n {v['n']}",
             stage,
         )
     for k, v in res.items():
-        log(f"GATE1 heldout {k:24s} ter {v['ter']:.3f} wer {v['wer']:.3f} n {v['n']}", stage)
+        log(f"GATE1 heldout {k:24s} ter {v['ter']:.3f} wer {v['wer']:.3f} key words {v['kw']:.3f} n {v['n']}",
+            stage)
     save_atomic({"model": enc.state_dict(), "cfg": cfg.to_dict(), "eval": res, "dev": resd,
                  "tokenizer": tok.to_dict(), "warmup": warmup},
                 RUNS / f"{stage}_final.pt")  # fmt: skip

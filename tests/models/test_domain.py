@@ -15,8 +15,10 @@ from models.domain import (
     audio_heldout_answers,
     generate_corpus,
     key_word_hit,
+    key_words_heard,
     normalize,
     number_to_words,
+    question_key_words,
     text_success,
 )
 
@@ -54,6 +56,18 @@ def test_text_success_and_key_word() -> None:
     assert not text_success("anything", "")
     assert key_word_hit("The capital of India is New-Delhi.", "delhi")
     assert not key_word_hit("Goodbye!", "good")
+
+
+def test_key_words_are_the_question_words_its_answer_repeats() -> None:
+    assert question_key_words("What's the capital of Italy?", "The capital of Italy is Rome.") == {
+        "capital", "of", "italy", "the", "is"}
+    assert question_key_words("how do you spell the word happy", "Happy is spelled H, A, P, P, Y.") == {"happy"}
+    assert key_words_heard("hey count from 10 to thirteen um", "count from ten to thirteen",
+                           "Ten, eleven, twelve, thirteen.")
+    assert not key_words_heard("hey count from ten to fourteen", "count from ten to thirteen",
+                               "Ten, eleven, twelve, thirteen.")
+    # nothing to hear: an incomplete question's answer repeats none of it
+    assert question_key_words("what is seven plus", "Sorry, I did not catch the whole question.") == set()
 
 
 def test_answers_follow_the_domain_table() -> None:

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from models.training.eot_tune import WIN, Trace, score
-from models.training.eval_fused import dbfs_lines, pause_gate_line, shift_item
+from models.training.eval_fused import (
+    answers_by_hearing_line,
+    dbfs_lines,
+    pause_gate_line,
+    shift_item,
+)
 
 
 def test_shift_item_moves_every_position_with_the_audio() -> None:
@@ -55,3 +60,18 @@ def test_the_pause_gate_line_reads_the_server_rule_over_all_pauses_and_inside_qu
     line = pause_gate_line(score([filler, inside, quiet], 0.9, 2))
     # 2 fires in 3 pauses; 1 in the 2 pauses that more than fillers follow
     assert "all pauses (n=3) 0.333" in line and "fillers to come (n=2) 0.500" in line
+
+
+def test_answers_are_split_by_whether_the_question_and_its_key_words_were_heard() -> None:
+    rows = [("what is one plus one", "What is one plus one?", "One plus one is two.", True),
+            ("spell cat", "spell cat", "Cat is spelled C, A, T.", False),
+            ("what is one plus", "what is one plus two", "One plus two is three.", True),
+            ("hey spell cat um", "spell cat", "Cat is spelled C, A, T.", True),  # fillers only
+            ("spell hat", "spell cat", "Cat is spelled C, A, T.", False),
+            ("spell", "spell cat", "Cat is spelled C, A, T.", False)]
+    line = answers_by_hearing_line(rows)
+    assert "heard word for word 0.500 (n=2)" in line and "misheard 0.500 (n=4)" in line
+    # key words held by rows 1, 2 and 4; row 3 lacks "two", rows 5 and 6 "cat"
+    assert "key words heard in 0.500 of the items" in line
+    assert "with them 0.667 (n=3), without 0.333 (n=3)" in line
+    assert "(n=0)" in answers_by_hearing_line([])
