@@ -270,8 +270,8 @@ def eval_text(
     n_sure, n_all = sure[True][0] + sure[False][0], sure[True][1] + sure[False][1]
     lines += ["", "## End-of-turn head once everything is heard (trailing silence included)", "",
               f"- complete questions with the head >= {fm.eot_threshold}: "
-              f"{n_sure / max(1, n_all):.3f} (heard word for word {sure[True][0] / max(1, sure[True][1]):.3f}, "
-              f"n={sure[True][1]}; otherwise {sure[False][0] / max(1, sure[False][1]):.3f}, n={sure[False][1]})"]  # fmt: skip
+              f"{n_sure / max(1, n_all):.3f} (head sure on those heard word for word {sure[True][0] / max(1, sure[True][1]):.3f}, "
+              f"n={sure[True][1]}; on the rest {sure[False][0] / max(1, sure[False][1]):.3f}, n={sure[False][1]})"]  # fmt: skip
     lines += server_rule(fm, items)
     lines += ["", "Some failures:", *examples]
     return lines, times
