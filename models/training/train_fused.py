@@ -114,6 +114,12 @@ def speech_paths(seed: int, n_train: int, n_eval: int) -> tuple[Path, Path]:
             DATA_DIR / f"speech_eval_s{seed}_n{n_eval}.npy")  # fmt: skip
 
 
+def run_speech_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The run's speech caches: `--data-seed` picks them, or `--seed` when it is not given."""
+    seed = args.seed if getattr(args, "data_seed", None) is None else args.data_seed
+    return speech_paths(seed, args.n_train, args.n_eval)
+
+
 def _trim4(mel: np.ndarray, stack: int) -> np.ndarray:
     return mel[: len(mel) // stack * stack]
 
@@ -190,7 +196,7 @@ def train_encoder(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     tok = Tokenizer.load(tokenizer_path())
     cfg = FusedConfig.from_name(args.preset, vocab_size=tok.vocab_size)
-    train_p, eval_p = speech_paths(args.seed, args.n_train, args.n_eval)
+    train_p, eval_p = run_speech_paths(args)
     t0 = time.time()
     train = load_cache(train_p)
     evals = load_cache(eval_p)
@@ -773,7 +779,7 @@ def train_lm(args: argparse.Namespace) -> None:
         lm_cfg = LMConfig.from_dict(ck["config"]) if "config" in ck else LMConfig.from_dict(ck["cfg"])
         model = FusedLM(lm_cfg, cfg)
         model.lm.load_state_dict(ck.get("model", ck.get("state_dict")))
-    train_p, _ = speech_paths(args.seed, args.n_train, args.n_eval)
+    train_p, _ = run_speech_paths(args)
     items = load_cache(train_p)
     dev_items, items = items[-200:], items[:-200]
     for extra in args.extra:
@@ -871,7 +877,7 @@ def retune_eot(args: argparse.Namespace) -> None:
     cfg, lm_cfg = FusedConfig.from_dict(ck["cfg"]), LMConfig.from_dict(ck["lm_cfg"])
     model = FusedLM(lm_cfg, cfg)
     model.load_state_dict(ck["model"])
-    train_p, _ = speech_paths(args.seed, args.n_train, args.n_eval)
+    train_p, _ = run_speech_paths(args)
     dev_items = load_cache(train_p)[-200:]
     warm = torch.load(RUNS / "encoder_final.pt", weights_only=False).get("warmup")
     dev_rows = torch.load(RUNS / f"lm_rows_dev_c0{'_warm' if warm else ''}.pt", weights_only=False)
@@ -1131,6 +1137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("stage", choices=("encoder", "lm", "audio", "retune"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-seed", type=int, default=None,
+                    help="seed of the speech caches to read (default: --seed); so that --seed alone "
+                    "varies the initialization and batch order on the same speech")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=480)

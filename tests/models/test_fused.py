@@ -833,3 +833,12 @@ def test_backbone_lr_scales_only_the_lm_backbone() -> None:
     # head only: just the end-of-turn head, at the full rate
     (only,) = param_groups(model, trainable(model, head_only=True), 0.1)
     assert only["scale"] == 1.0 and len(only["params"]) == len(list(model.eot.parameters()))
+
+
+def test_data_seed_picks_the_speech_caches_apart_from_the_training_seed() -> None:
+    from models.training.train_fused import parse_args, run_speech_paths
+
+    same = run_speech_paths(parse_args(["encoder", "--seed", "1"]))
+    assert [p.name for p in same] == ["speech_train_s1_n4000.npy", "speech_eval_s1_n480.npy"]
+    apart = run_speech_paths(parse_args(["encoder", "--seed", "1", "--data-seed", "0", "--n-train", "16000"]))
+    assert [p.name for p in apart] == ["speech_train_s0_n16000.npy", "speech_eval_s0_n480.npy"]
