@@ -116,7 +116,7 @@ def speech_paths(seed: int, n_train: int, n_eval: int) -> tuple[Path, Path]:
 
 def run_speech_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     """The run's speech caches: `--data-seed` picks them, or `--seed` when it is not given."""
-    seed = args.seed if getattr(args, "data_seed", None) is None else args.data_seed
+    seed = args.seed if args.data_seed is None else args.data_seed
     return speech_paths(seed, args.n_train, args.n_eval)
 
 
