@@ -114,10 +114,15 @@ def speech_paths(seed: int, n_train: int, n_eval: int) -> tuple[Path, Path]:
             DATA_DIR / f"speech_eval_s{seed}_n{n_eval}.npy")  # fmt: skip
 
 
+def data_seed(args: argparse.Namespace) -> int:
+    """The seed of the run's data: `--data-seed`, or `--seed` when it is not given. It picks
+    the speech caches and the corpus (whose held-out split the speech's eval set is drawn from)."""
+    return args.seed if args.data_seed is None else args.data_seed
+
+
 def run_speech_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The run's speech caches: `--data-seed` picks them, or `--seed` when it is not given."""
-    seed = args.seed if args.data_seed is None else args.data_seed
-    return speech_paths(seed, args.n_train, args.n_eval)
+    """The run's speech caches, those of its data seed."""
+    return speech_paths(data_seed(args), args.n_train, args.n_eval)
 
 
 def _trim4(mel: np.ndarray, stack: int) -> np.ndarray:
@@ -761,6 +766,24 @@ def check_lm_options(args: argparse.Namespace) -> None:
         raise SystemExit("--heard-as needs --eot-label prefix")
 
 
+def text_mix_rows(args: argparse.Namespace, tok: Tokenizer) -> list[dict[str, Any]]:
+    """Stage 3's text rows (``--text-mix``): the training split of the data seed's corpus as
+    one-hot questions, never a question of its held-out split (which the eval speech says)."""
+    read_as = heard_as(args)
+    pid = tok.special(args.pause_token) if args.pause_token else None
+    corpus = generate_corpus(data_seed(args))
+    rows = []
+    for e in corpus + bare_social_forms(corpus):
+        if e.split == "train":
+            q = tok.encode(normalize(e.question))[:48]
+            r = lm_sequence(tok, (np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)), e.answer,
+                            e.skill != "incomplete")  # fmt: skip
+            lab = eot_labels(tok, q, normalize(e.question), r["complete"], args.eot_label, read_as)
+            r = dict(r, ids=q, n_q=len(q), eot=lab)
+            rows.append(r if pid is None else pause_rows(r, {}, pid, args.pause_lookahead_ms)[0])
+    return rows
+
+
 def train_lm(args: argparse.Namespace) -> None:
     stage = "lm"
     check_lm_options(args)
@@ -789,19 +812,7 @@ def train_lm(args: argparse.Namespace) -> None:
     extras = hashlib.sha1("|".join(p.name for p in args.extra).encode()).hexdigest()[:8]
     rows = build_lm_rows(args, tok, enc, items, f"train_{len(items)}_{extras}", args.copies)
     dev_rows = build_lm_rows(args, tok, enc, dev_items, "dev", 0, truncated=False)
-    text_rows = []
-    pid = tok.special(args.pause_token) if args.pause_token else None
-    if args.text_mix > 0:
-        read_as = heard_as(args)
-        corpus = generate_corpus(args.seed)
-        for e in corpus + bare_social_forms(corpus):
-            if e.split == "train":
-                q = tok.encode(normalize(e.question))[:48]
-                r = lm_sequence(tok, (np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)), e.answer,
-                                e.skill != "incomplete")  # fmt: skip
-                lab = eot_labels(tok, q, normalize(e.question), r["complete"], args.eot_label, read_as)
-                r = dict(r, ids=q, n_q=len(q), eot=lab)
-                text_rows.append(r if pid is None else pause_rows(r, {}, pid, args.pause_lookahead_ms)[0])
+    text_rows = text_mix_rows(args, tok) if args.text_mix > 0 else []
     log(f"lm rows: {len(rows)} speech + {len(text_rows)} text (mix {args.text_mix}), "
         f"{len(dev_rows)} dev ({time.time() - t0:.0f}s); {lm_cfg}", stage)  # fmt: skip
     confusion = None
@@ -863,7 +874,7 @@ def train_lm(args: argparse.Namespace) -> None:
     acc = lm_dev_accuracy(model, dev_rows, tok)
     log(f"GATE3 dev[train voices] answer exact {acc:.3f}", stage)
     log(f"held-out questions as text (no encoder input) answer exact "
-        f"{text_probe_accuracy(model, tok, args.seed):.3f}", stage)  # fmt: skip
+        f"{text_probe_accuracy(model, tok, data_seed(args)):.3f}", stage)  # fmt: skip
     tuning = tune_eot(model, dev_rows, dev_items, lm_cfg.vocab_size, cfg.enc_dim, stage)
     save_atomic({"model": model.state_dict(), "cfg": cfg.to_dict(), "lm_cfg": lm_cfg.to_dict(),
                  "eot_tuning": tuning, "dev_accuracy": acc, "pause_token": args.pause_token,
@@ -1138,8 +1149,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("stage", choices=("encoder", "lm", "audio", "retune"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-seed", type=int, default=None,
-                    help="seed of the speech caches to read (default: --seed); so that --seed alone "
-                    "varies the initialization and batch order on the same speech")
+                    help="seed of the speech caches and of the corpus (stage 3's text rows; default: "
+                    "--seed); so that --seed alone varies the initialization and batch order on "
+                    "the same data")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=480)

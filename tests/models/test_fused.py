@@ -842,3 +842,20 @@ def test_data_seed_picks_the_speech_caches_apart_from_the_training_seed() -> Non
     assert [p.name for p in same] == ["speech_train_s1_n4000.npy", "speech_eval_s1_n480.npy"]
     apart = run_speech_paths(parse_args(["encoder", "--seed", "1", "--data-seed", "0", "--n-train", "16000"]))
     assert [p.name for p in apart] == ["speech_train_s0_n16000.npy", "speech_eval_s0_n480.npy"]
+
+
+def test_stage3_text_mix_is_the_data_seeds_training_split() -> None:
+    # with --seed 1 --data-seed 0 (another initialization on seed 0's speech), the text rows
+    # must come from seed 0's corpus: seed 1's training split holds questions that seed 0 holds
+    # out, and seed 0's held-out split is what the eval speech says
+    from models.tokenizer import Tokenizer
+    from models.training.train_fused import SHIPPED_TOKENIZER, parse_args, text_mix_rows
+
+    tok = Tokenizer.load(SHIPPED_TOKENIZER)
+    args = parse_args(["lm", "--seed", "1", "--data-seed", "0", "--text-mix", "0.5"])
+    heard = {tok.decode(r["ids"][: r["n_q"]]).strip() for r in text_mix_rows(args, tok)}
+    norm = domain.normalize
+    held0 = {norm(e.question) for e in domain.generate_corpus(0) if e.split == "heldout"}
+    held1 = {norm(e.question) for e in domain.generate_corpus(1) if e.split == "heldout"}
+    assert heard and not heard & held0
+    assert heard & held1  # the training seed's corpus would have leaked these
