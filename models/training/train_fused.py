@@ -196,6 +196,35 @@ def ctc_eval(enc: Encoder, items: list[dict[str, Any]], tok: Tokenizer,
     return out
 
 
+def encoder_logits(enc: Encoder, x: torch.Tensor, mid_layer: int | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """CTC logits of a batch from zero state, and (``mid_layer`` k) those read after the
+    first k blocks through the same norm and CTC layer: intermediate CTC (Lee and Watanabe,
+    2021), a training-only loss; the exported graph keeps the last layer's alone."""
+    got: list[torch.Tensor] = []
+    hook = None
+    if mid_layer is not None:
+        hook = enc.blocks[mid_layer - 1].register_forward_hook(lambda m, i, o: got.append(o[0]))
+    try:
+        logits, _, _ = enc(x, enc.empty_state(x.shape[0]))
+    finally:
+        if hook is not None:
+            hook.remove()
+    return logits, enc.ctc(enc.norm(got[0])) if got else None
+
+
+def batch_ctc(logits: torch.Tensor, skip: list[int], tg: torch.Tensor, il: torch.Tensor,
+              tl: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """CTC loss of a batch's logits (B, T, V) on each item's own frames: ``il[j]`` frames
+    from ``skip[j]`` (after its quiet prefix)."""
+    n, lg = int(il.max()), logits.float()
+    lp = torch.stack([
+        F.pad(lg[j, s : s + int(k)], (0, 0, 0, n - int(k)))
+        for j, (s, k) in enumerate(zip(skip, il, strict=True))
+    ]).log_softmax(-1).transpose(0, 1)  # (T, B, V)  # fmt: skip
+    return F.ctc_loss(lp, tg, il, tl, blank=BLANK, zero_infinity=True)
+
+
 def train_encoder(args: argparse.Namespace) -> None:
     stage = "encoder"
     torch.manual_seed(args.seed)
@@ -267,17 +296,15 @@ def train_encoder(args: argparse.Namespace) -> None:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         with autocast(args):
-            logits, _, _ = enc(x, enc.empty_state(len(idx)))
-        logits = logits.float()
+            logits, mid = encoder_logits(enc, x, args.inter_ctc_layer if args.inter_ctc > 0 else None)
         n_fr = [lengths[i] // cfg.stack for i in idx]
-        lp = torch.stack([
-            F.pad(logits[j, p // cfg.stack : p // cfg.stack + n], (0, 0, 0, max(n_fr) - n))
-            for j, (p, n) in enumerate(zip(pre, n_fr, strict=True))
-        ]).log_softmax(-1).transpose(0, 1)  # (T, B, V): the items' own frames  # fmt: skip
         tg = torch.cat([torch.tensor(targets[i]) for i in idx])
         il = torch.tensor(n_fr)
         tl = torch.tensor([len(targets[i]) for i in idx])
-        loss = F.ctc_loss(lp, tg, il, tl, blank=BLANK, zero_infinity=True)
+        loss = batch_ctc(logits, [p // cfg.stack for p in pre], tg, il, tl)
+        if mid is not None:
+            mid_loss = batch_ctc(mid, [p // cfg.stack for p in pre], tg, il, tl)
+            loss = (1 - args.inter_ctc) * loss + args.inter_ctc * mid_loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
@@ -1214,6 +1241,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="encoder, lm: bfloat16 autocast of the forward (float32 weights and "
                          "losses; 1.3x on this 2-core AVX512-BF16 CPU, docs/fused.md)")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--inter-ctc", type=float, default=0.0,
+                    help="encoder: weight of an intermediate CTC loss after --inter-ctc-layer "
+                         "blocks (same norm and CTC layer; training only; 0: none, as before)")
+    ap.add_argument("--inter-ctc-layer", type=int, default=4)
     ap.add_argument("--ckpt-every", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument(

@@ -859,3 +859,30 @@ def test_stage3_text_mix_is_the_data_seeds_training_split() -> None:
     held1 = {norm(e.question) for e in domain.generate_corpus(1) if e.split == "heldout"}
     assert heard and not heard & held0
     assert heard & held1  # the training seed's corpus would have leaked these
+
+
+def test_intermediate_ctc_reads_the_first_blocks_through_the_last_layers(parts: dict) -> None:
+    from models.training.train_fused import batch_ctc, encoder_logits
+
+    enc = parts["encoder"]
+    x = torch.randn(2, 32, 80)
+    with torch.no_grad():
+        full, _, _ = enc(x, enc.empty_state(2))
+        logits, none = encoder_logits(enc, x)
+        again, mid = encoder_logits(enc, x, 1)
+        # by hand: input layer, then the first block alone, then the final norm and CTC layer
+        h = enc.inp(((x - enc.mel_mean) / enc.mel_std).reshape(2, 8, 80 * enc.cfg.stack))
+        h, _ = enc.blocks[0](h, torch.zeros(2, enc.blocks[0].pad, enc.cfg.enc_dim))
+        by_hand = enc.ctc(enc.norm(h))
+    assert none is None and mid is not None and not enc.blocks[0]._forward_hooks  # hook removed
+    torch.testing.assert_close(logits, full)
+    torch.testing.assert_close(again, full)
+    torch.testing.assert_close(mid, by_hand)
+    assert not torch.allclose(mid, full)
+    # the loss reads each item's own frames, after its prefix: item 1 behind 2 frames of junk
+    tg, il, tl = torch.tensor([3, 4, 5]), torch.tensor([6, 5]), torch.tensor([2, 1])
+    plain = batch_ctc(full, [0, 0], tg, il, tl)
+    junk = torch.randn(2, 2, full.shape[-1]) * 5
+    shifted = torch.cat([torch.cat([full[:1], junk[:1]], 1), torch.cat([junk[1:], full[1:]], 1)])
+    torch.testing.assert_close(batch_ctc(shifted, [0, 2], tg, il, tl), plain)
+    assert not torch.isclose(batch_ctc(shifted, [0, 0], tg, il, tl), plain)
