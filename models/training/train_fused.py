@@ -230,6 +230,9 @@ def train_encoder(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     tok = Tokenizer.load(tokenizer_path())
     cfg = FusedConfig.from_name(args.preset, vocab_size=tok.vocab_size)
+    if not 0 <= args.inter_ctc < 1 or (args.inter_ctc and not 0 < args.inter_ctc_layer < len(cfg.enc_dilations)):
+        raise SystemExit(f"--inter-ctc needs a weight in [0, 1) and --inter-ctc-layer in "
+                         f"1..{len(cfg.enc_dilations) - 1} (blocks of preset {args.preset!r})")  # fmt: skip
     train_p, eval_p = run_speech_paths(args)
     t0 = time.time()
     train = load_cache(train_p)

@@ -886,3 +886,11 @@ def test_intermediate_ctc_reads_the_first_blocks_through_the_last_layers(parts: 
     shifted = torch.cat([torch.cat([full[:1], junk[:1]], 1), torch.cat([junk[1:], full[1:]], 1)])
     torch.testing.assert_close(batch_ctc(shifted, [0, 2], tg, il, tl), plain)
     assert not torch.isclose(batch_ctc(shifted, [0, 0], tg, il, tl), plain)
+
+
+def test_intermediate_ctc_options_are_checked_before_training() -> None:
+    from models.training.train_fused import parse_args, train_encoder
+
+    for bad in (["--inter-ctc", "1.0"], ["--inter-ctc", "0.3", "--inter-ctc-layer", "2"]):
+        with pytest.raises(SystemExit, match="--inter-ctc"):
+            train_encoder(parse_args(["encoder", "--preset", "tiny", *bad]))
