@@ -300,14 +300,13 @@ def train_encoder(args: argparse.Namespace) -> None:
             g["lr"] = lr_at(step, args.steps, args.lr)
         with autocast(args):
             logits, mid = encoder_logits(enc, x, args.inter_ctc_layer if args.inter_ctc > 0 else None)
-        n_fr = [lengths[i] // cfg.stack for i in idx]
+        skip = [p // cfg.stack for p in pre]  # the items' own frames start after their prefix
+        il = torch.tensor([lengths[i] // cfg.stack for i in idx])
         tg = torch.cat([torch.tensor(targets[i]) for i in idx])
-        il = torch.tensor(n_fr)
         tl = torch.tensor([len(targets[i]) for i in idx])
-        loss = batch_ctc(logits, [p // cfg.stack for p in pre], tg, il, tl)
+        loss = batch_ctc(logits, skip, tg, il, tl)
         if mid is not None:
-            mid_loss = batch_ctc(mid, [p // cfg.stack for p in pre], tg, il, tl)
-            loss = (1 - args.inter_ctc) * loss + args.inter_ctc * mid_loss
+            loss = (1 - args.inter_ctc) * loss + args.inter_ctc * batch_ctc(mid, skip, tg, il, tl)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
