@@ -197,16 +197,25 @@ def ctc_eval(enc: Encoder, items: list[dict[str, Any]], tok: Tokenizer,
 
 
 def encoder_logits(enc: Encoder, x: torch.Tensor, mid_layer: int | None = None,
+                   warm: torch.Tensor | None = None,
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
-    """CTC logits of a batch from zero state, and (``mid_layer`` k) those read after the
-    first k blocks through the same norm and CTC layer: intermediate CTC (Lee and Watanabe,
-    2021), a training-only loss; the exported graph keeps the last layer's alone."""
+    """CTC logits of a batch from zero state, or (``warm``, log-mel (T, F)) from the state
+    the encoder reaches after hearing ``warm``: computed once with the current weights and
+    gradients, and shared by the batch, as every turn starts at run time. With ``mid_layer``
+    k, also those read after the first k blocks through the same norm and CTC layer:
+    intermediate CTC (Lee and Watanabe, 2021), a training-only loss; the exported graph
+    keeps the last layer's alone."""
     got: list[torch.Tensor] = []
     hook = None
     if mid_layer is not None:
         hook = enc.blocks[mid_layer - 1].register_forward_hook(lambda m, i, o: got.append(o[0]))
     try:
-        logits, _, _ = enc(x, enc.empty_state(x.shape[0]))
+        state = enc.empty_state(x.shape[0])
+        if warm is not None:
+            _, _, st = enc(warm[None], enc.empty_state(1))
+            state = st.expand(-1, x.shape[0], -1, -1)
+            got.clear()  # the hook's output for the warm-up is not the batch's
+        logits, _, _ = enc(x, state)
     finally:
         if hook is not None:
             hook.remove()
@@ -233,6 +242,8 @@ def train_encoder(args: argparse.Namespace) -> None:
     if not 0 <= args.inter_ctc < 1 or (args.inter_ctc and not 0 < args.inter_ctc_layer < len(cfg.enc_dilations)):
         raise SystemExit(f"--inter-ctc needs a weight in [0, 1) and --inter-ctc-layer in "
                          f"1..{len(cfg.enc_dilations) - 1} (blocks of preset {args.preset!r})")  # fmt: skip
+    if args.warm_state and args.prefix_s > 0:
+        raise SystemExit("--warm-state and --prefix-s are two ways to start; choose one")
     train_p, eval_p = run_speech_paths(args)
     t0 = time.time()
     train = load_cache(train_p)
@@ -270,8 +281,9 @@ def train_encoder(args: argparse.Namespace) -> None:
         log(f"resumed at step {start}", stage)
     lengths = np.array([len(m) for m in mels])
     order = np.argsort(lengths, kind="stable")
-    warmup = WARMUP if args.prefix_s > 0 else None
+    warmup = WARMUP if args.prefix_s > 0 or args.warm_state else None
     warm = warm_mel(warmup, cfg.stack)
+    warm_t = torch.from_numpy(warm.astype(np.float32)) if args.warm_state and warm is not None else None
     bank = quiet_bank()
     max_pre = round(args.prefix_s * 1000 / (10 * cfg.stack))  # encoder frames
     min_pre = max_pre // 3
@@ -299,7 +311,8 @@ def train_encoder(args: argparse.Namespace) -> None:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         with autocast(args):
-            logits, mid = encoder_logits(enc, x, args.inter_ctc_layer if args.inter_ctc > 0 else None)
+            logits, mid = encoder_logits(enc, x, args.inter_ctc_layer if args.inter_ctc > 0 else None,
+                                         warm_t)  # fmt: skip
         skip = [p // cfg.stack for p in pre]  # the items' own frames start after their prefix
         il = torch.tensor([lengths[i] // cfg.stack for i in idx])
         tg = torch.cat([torch.tensor(targets[i]) for i in idx])
@@ -1267,6 +1280,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--prefix-s", type=float, default=0.0,
         help="stage 1: a third of this to this much quiet noise before each item (out of the "
              "loss), and the bundle's turns start from a warm-up (0: from zeros, as before)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--warm-state", action="store_true",
+        help="stage 1: start every item from the state the run-time warm-up leaves (one "
+             "warm-up pass per step, shared by the batch): what --prefix-s teaches, at the "
+             "speed of no prefix",
     )  # fmt: skip
     ap.add_argument(
         "--init", type=Path, default=None, help="encoder: start from this encoder_final.pt"

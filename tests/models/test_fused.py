@@ -894,3 +894,33 @@ def test_intermediate_ctc_options_are_checked_before_training() -> None:
     for bad in (["--inter-ctc", "1.0"], ["--inter-ctc", "0.3", "--inter-ctc-layer", "2"]):
         with pytest.raises(SystemExit, match="--inter-ctc"):
             train_encoder(parse_args(["encoder", "--preset", "tiny", *bad]))
+    with pytest.raises(SystemExit, match="--warm-state and --prefix-s"):
+        train_encoder(parse_args(["encoder", "--preset", "tiny", "--warm-state", "--prefix-s", "1.2"]))
+
+
+def test_warm_state_batches_start_where_the_runtime_warm_up_leaves_the_encoder(parts: dict) -> None:
+    from models.training.train_fused import WARMUP, encoder_logits, encoder_run, warm_mel
+
+    enc = parts["encoder"]
+    warm = warm_mel(WARMUP, enc.cfg.stack)
+    x = torch.randn(2, 32, 80)
+    w = torch.from_numpy(warm.astype(np.float32))
+    with torch.no_grad():
+        logits, mid = encoder_logits(enc, x, 1, warm=w)
+        cold, _ = encoder_logits(enc, x)
+        # the intermediate logits, by hand: the whole warm-up plus item, its own frames kept
+        k = len(warm) // enc.cfg.stack
+        _, by_hand = encoder_logits(enc, torch.cat([w[None].expand(2, -1, -1), x], 1), 1)
+    for j in range(2):  # each item as the runtime hears it (encoder_run: warm-up, then the item)
+        torch.testing.assert_close(logits[j], encoder_run(enc, x[j].numpy(), warm)[0])
+    assert mid is not None and by_hand is not None
+    torch.testing.assert_close(mid, by_hand[:, k:])
+    assert not torch.allclose(logits[:, :4], cold[:, :4])  # the start differs from zero state
+    # the warm-up pass is part of the graph: its weights get the gradient of the first frames
+    enc.zero_grad()
+    encoder_logits(enc, x[:, :4], warm=w)[0].sum().backward()
+    g_warm = enc.blocks[0].weight.grad.clone()
+    enc.zero_grad()
+    encoder_logits(enc, x[:, :4])[0].sum().backward()
+    assert not torch.allclose(g_warm, enc.blocks[0].weight.grad)
+    enc.zero_grad()
