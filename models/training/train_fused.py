@@ -201,7 +201,7 @@ def encoder_logits(enc: Encoder, x: torch.Tensor, mid_layer: int | None = None,
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """CTC logits of a batch from zero state, or (``warm``, log-mel (T, F)) from the state
     the encoder reaches after hearing ``warm``: computed once with the current weights and
-    gradients, and shared by the batch, as every turn starts at run time. With ``mid_layer``
+    gradients, and shared by the batch. With ``mid_layer``
     k, also those read after the first k blocks through the same norm and CTC layer:
     intermediate CTC (Lee and Watanabe, 2021), a training-only loss; the exported graph
     keeps the last layer's alone."""
@@ -242,8 +242,8 @@ def train_encoder(args: argparse.Namespace) -> None:
     if not 0 <= args.inter_ctc < 1 or (args.inter_ctc and not 0 < args.inter_ctc_layer < len(cfg.enc_dilations)):
         raise SystemExit(f"--inter-ctc needs a weight in [0, 1) and --inter-ctc-layer in "
                          f"1..{len(cfg.enc_dilations) - 1} (blocks of preset {args.preset!r})")  # fmt: skip
-    if args.warm_state and args.prefix_s > 0:
-        raise SystemExit("--warm-state and --prefix-s are two ways to start; choose one")
+    if args.shared_prefix and args.prefix_s <= 0:
+        raise SystemExit("--shared-prefix needs --prefix-s > 0")
     train_p, eval_p = run_speech_paths(args)
     t0 = time.time()
     train = load_cache(train_p)
@@ -281,9 +281,8 @@ def train_encoder(args: argparse.Namespace) -> None:
         log(f"resumed at step {start}", stage)
     lengths = np.array([len(m) for m in mels])
     order = np.argsort(lengths, kind="stable")
-    warmup = WARMUP if args.prefix_s > 0 or args.warm_state else None
+    warmup = WARMUP if args.prefix_s > 0 else None
     warm = warm_mel(warmup, cfg.stack)
-    warm_t = torch.from_numpy(warm.astype(np.float32)) if args.warm_state and warm is not None else None
     bank = quiet_bank()
     max_pre = round(args.prefix_s * 1000 / (10 * cfg.stack))  # encoder frames
     min_pre = max_pre // 3
@@ -298,7 +297,11 @@ def train_encoder(args: argparse.Namespace) -> None:
         # state, where the earlier encoders put their guess of the first word) is no use
         # (drawn only with a prefix, so runs without one keep their batches bit for bit)
         pre, src = [0] * len(idx), [0] * len(idx)
-        if max_pre > 0:
+        shared = None  # --shared-prefix: one drawn prefix, heard once, whose state the batch shares
+        if max_pre > 0 and args.shared_prefix:
+            n_pre = int(rng.integers(min_pre, max_pre + 1)) * cfg.stack
+            shared = torch.from_numpy(bank[int(rng.integers(len(bank)))][:n_pre].astype(np.float32))
+        elif max_pre > 0:
             pre = [int(rng.integers(min_pre, max_pre + 1)) * cfg.stack for _ in idx]
             src = [int(rng.integers(len(bank))) for _ in idx]
         tmax = max(p + lengths[i] for p, i in zip(pre, idx, strict=True))
@@ -308,11 +311,13 @@ def train_encoder(args: argparse.Namespace) -> None:
             x[j, pre[j] : pre[j] + lengths[i]] = torch.from_numpy(mels[i].astype(np.float32))
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         x = spec_augment(x, gen)
+        if shared is not None:
+            shared = spec_augment(shared[None], gen)[0]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         with autocast(args):
             logits, mid = encoder_logits(enc, x, args.inter_ctc_layer if args.inter_ctc > 0 else None,
-                                         warm_t)  # fmt: skip
+                                         shared)  # fmt: skip
         skip = [p // cfg.stack for p in pre]  # the items' own frames start after their prefix
         il = torch.tensor([lengths[i] // cfg.stack for i in idx])
         tg = torch.cat([torch.tensor(targets[i]) for i in idx])
@@ -1282,10 +1287,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "loss), and the bundle's turns start from a warm-up (0: from zeros, as before)",
     )  # fmt: skip
     ap.add_argument(
-        "--warm-state", action="store_true",
-        help="stage 1: start every item from the state the run-time warm-up leaves (one "
-             "warm-up pass per step, shared by the batch): what --prefix-s teaches, at the "
-             "speed of no prefix",
+        "--shared-prefix", action="store_true",
+        help="stage 1, with --prefix-s: one quiet prefix per batch, heard once, its state "
+             "shared by the items (not padded into every item; faster)",
     )  # fmt: skip
     ap.add_argument(
         "--init", type=Path, default=None, help="encoder: start from this encoder_final.pt"

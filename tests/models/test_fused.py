@@ -894,11 +894,11 @@ def test_intermediate_ctc_options_are_checked_before_training() -> None:
     for bad in (["--inter-ctc", "1.0"], ["--inter-ctc", "0.3", "--inter-ctc-layer", "2"]):
         with pytest.raises(SystemExit, match="--inter-ctc"):
             train_encoder(parse_args(["encoder", "--preset", "tiny", *bad]))
-    with pytest.raises(SystemExit, match="--warm-state and --prefix-s"):
-        train_encoder(parse_args(["encoder", "--preset", "tiny", "--warm-state", "--prefix-s", "1.2"]))
+    with pytest.raises(SystemExit, match="--shared-prefix needs --prefix-s"):
+        train_encoder(parse_args(["encoder", "--preset", "tiny", "--shared-prefix"]))
 
 
-def test_warm_state_batches_start_where_the_runtime_warm_up_leaves_the_encoder(parts: dict) -> None:
+def test_a_shared_prefix_leaves_each_item_where_hearing_it_first_would(parts: dict) -> None:
     from models.training.train_fused import WARMUP, encoder_logits, encoder_run, warm_mel
 
     enc = parts["encoder"]
