@@ -201,10 +201,9 @@ def encoder_logits(enc: Encoder, x: torch.Tensor, mid_layer: int | None = None,
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """CTC logits of a batch from zero state, or (``warm``, log-mel (T, F)) from the state
     the encoder reaches after hearing ``warm``: computed once with the current weights and
-    gradients, and shared by the batch. With ``mid_layer``
-    k, also those read after the first k blocks through the same norm and CTC layer:
-    intermediate CTC (Lee and Watanabe, 2021), a training-only loss; the exported graph
-    keeps the last layer's alone."""
+    gradients, and shared by the batch. With ``mid_layer`` k, also those read after the
+    first k blocks through the same norm and CTC layer: intermediate CTC (Lee and Watanabe,
+    2021), a training-only loss; the exported graph keeps the last layer's alone."""
     got: list[torch.Tensor] = []
     hook = None
     if mid_layer is not None:
