@@ -197,11 +197,11 @@ def ctc_eval(enc: Encoder, items: list[dict[str, Any]], tok: Tokenizer,
 
 
 def encoder_logits(enc: Encoder, x: torch.Tensor, mid_layer: int | None = None,
-                   warm: torch.Tensor | None = None,
+                   prefix: torch.Tensor | None = None,
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
-    """CTC logits of a batch from zero state, or (``warm``, log-mel (T, F)) from the state
-    the encoder reaches after hearing ``warm``: computed once with the current weights and
-    gradients, and shared by the batch. With ``mid_layer`` k, also those read after the
+    """CTC logits of a batch from zero state, or (``prefix``, log-mel (T, F)) from the state
+    the encoder reaches after hearing ``prefix``: computed once with the current weights and
+    gradients, and shared by the batch (``--shared-prefix``). With ``mid_layer`` k, also those read after the
     first k blocks through the same norm and CTC layer: intermediate CTC (Lee and Watanabe,
     2021), a training-only loss; the exported graph keeps the last layer's alone."""
     got: list[torch.Tensor] = []
@@ -210,10 +210,10 @@ def encoder_logits(enc: Encoder, x: torch.Tensor, mid_layer: int | None = None,
         hook = enc.blocks[mid_layer - 1].register_forward_hook(lambda m, i, o: got.append(o[0]))
     try:
         state = enc.empty_state(x.shape[0])
-        if warm is not None:
-            _, _, st = enc(warm[None], enc.empty_state(1))
+        if prefix is not None:
+            _, _, st = enc(prefix[None], enc.empty_state(1))
             state = st.expand(-1, x.shape[0], -1, -1)
-            got.clear()  # the hook's output for the warm-up is not the batch's
+            got.clear()  # the hook's output for the prefix is not the batch's
         logits, _, _ = enc(x, state)
     finally:
         if hook is not None:

@@ -906,7 +906,7 @@ def test_a_shared_prefix_leaves_each_item_where_hearing_it_first_would(parts: di
     x = torch.randn(2, 32, 80)
     w = torch.from_numpy(warm.astype(np.float32))
     with torch.no_grad():
-        logits, mid = encoder_logits(enc, x, 1, warm=w)
+        logits, mid = encoder_logits(enc, x, 1, prefix=w)
         cold, _ = encoder_logits(enc, x)
         # the intermediate logits, by hand: the whole warm-up plus item, its own frames kept
         k = len(warm) // enc.cfg.stack
@@ -918,7 +918,7 @@ def test_a_shared_prefix_leaves_each_item_where_hearing_it_first_would(parts: di
     assert not torch.allclose(logits[:, :4], cold[:, :4])  # the start differs from zero state
     # the warm-up pass is part of the graph: its weights get the gradient of the first frames
     enc.zero_grad()
-    encoder_logits(enc, x[:, :4], warm=w)[0].sum().backward()
+    encoder_logits(enc, x[:, :4], prefix=w)[0].sum().backward()
     g_warm = enc.blocks[0].weight.grad.clone()
     enc.zero_grad()
     encoder_logits(enc, x[:, :4])[0].sum().backward()
